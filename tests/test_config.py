@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from chatmaild.config import ConfigError, parse_size, read_config
+
 from conftest import REPO_ROOT, daemon_env, write_ini
 
 EXAMPLE = REPO_ROOT / "chatmail.ini.example"
