@@ -129,9 +129,9 @@ def main(argv=None):
 
 
 def _smtp_port(config, mode):
-    port = (
-        config.filtermail_smtp_port if mode == "outgoing" else config.filtermail_smtp_port_incoming
-    )
+    if mode == "outgoing":
+        return f"127.0.0.1:{config.filtermail_smtp_port}"
+    return f"127.0.0.1:{config.filtermail_smtp_port_incoming}"
 
 
 if __name__ == "__main__":
