@@ -294,3 +294,29 @@ async def test_client_disconnect_mid_request_harms_nobody(served):
     ]
     await asyncio.sleep(0.1)
     assert service.commits == []
+
+
+async def test_backpressure_client_not_reading(served):
+    """A client that writes a lot before reading gets every reply, in order."""
+    _, path = served
+    reader, writer = await connect(path)
+    count = 100_000
+    writer.write(b"".join(b"Lshared/sync/%d\tu\n" % i for i in range(count)))
+    await asyncio.sleep(0.2)  # the server's write buffer fills up meanwhile
+    drain = asyncio.ensure_future(writer.drain())
+    for i in range(count):
+        assert await asyncio.wait_for(reader.readline(), 5) == b"O%d|u\n" % i
+    await drain
+
+
+async def test_many_awaited_replies_in_order(served):
+    _, path = served
+    conn = await connect(path)
+    count = 3000  # more than MAX_PENDING_REPLIES: reading pauses, then resumes
+    data = b"".join(
+        (b"Lshared/slow/%d\tu\n" % (i % 3)) if i % 2 else (b"Lshared/sync/%d\tu\n" % i)
+        for i in range(count)
+    )
+    replies = await ask(conn, data, count)
+    expected = [(b"Oslow%d\n" % (i % 3)) if i % 2 else (b"O%d|u\n" % i) for i in range(count)]
+    assert replies == expected

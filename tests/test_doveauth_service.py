@@ -283,3 +283,30 @@ def test_bad_config_exits_with_one_line(tmp_path):
     )
     assert proc.returncode == 2
     assert "max_message_size" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+async def test_hashing_does_not_block_lookups(auth, monkeypatch):
+    """While creations are stuck in hashing, lookups of existing users are still answered."""
+    import threading
+
+    existing = "existing1@" + DOMAIN
+    record(await auth.passdb(existing, "longenough"))
+    gate = threading.Event()
+    real_hash = hashing.hash_password
+
+    def stuck_hash(password):
+        gate.wait(10)
+        return real_hash(password)
+
+    monkeypatch.setattr(hashing, "hash_password", stuck_hash)
+    creations = [
+        asyncio.ensure_future(auth.passdb(f"blocked{i:02d}@{DOMAIN}", "longenough"))
+        for i in range(4)
+    ]
+    try:
+        for _ in range(3):
+            assert record((await auth.ask(userdb_line(existing)))[0])["addr"] == existing
+        assert not any(c.done() for c in creations)
+    finally:
+        gate.set()
+    assert all(record(r) for r in await asyncio.gather(*creations))

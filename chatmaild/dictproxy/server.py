@@ -140,7 +140,7 @@ class DictConnection(asyncio.Protocol):
         self._reader = proto.LineReader()
         self._txns = None  # txid -> Transaction, created on first B
         self._pending = None  # deque of str | _Reply once an answer had to be awaited
-        self._paused = False
+        self._paused = 0  # bit 1: too many awaited replies, bit 2: write buffer full
         self._eof = False
 
     # -- asyncio callbacks -------------------------------------------------------------------
@@ -174,13 +174,26 @@ class DictConnection(asyncio.Protocol):
             self._transport.write(proto.encode_reply("".join(out)))
         if pending is not None:
             self._flush_pending()
-            if (
-                self._pending is not None
-                and len(self._pending) > MAX_PENDING_REPLIES
-                and not self._paused
-            ):
-                self._paused = True
-                self._transport.pause_reading()
+            if self._pending is not None and len(self._pending) > MAX_PENDING_REPLIES:
+                self._set_reading_paused(True, writer=False)
+
+    def pause_writing(self):
+        # the client does not read its replies: stop reading its requests until it does
+        self._set_reading_paused(True, writer=True)
+
+    def resume_writing(self):
+        self._set_reading_paused(False, writer=True)
+
+    def _set_reading_paused(self, paused, writer):
+        bit = 2 if writer else 1
+        before = self._paused
+        self._paused = (before | bit) if paused else (before & ~bit)
+        if self._transport is None or bool(before) == bool(self._paused):
+            return
+        if self._paused:
+            self._transport.pause_reading()
+        else:
+            self._transport.resume_reading()
 
     def eof_received(self):
         if self._pending:
@@ -210,9 +223,8 @@ class DictConnection(asyncio.Protocol):
             self._transport.write(proto.encode_reply("".join(out)))
         if not pending:
             self._pending = None
-            if self._paused:
-                self._paused = False
-                self._transport.resume_reading()
+            if self._paused & 1:
+                self._set_reading_paused(False, writer=False)
             if self._eof:
                 self._transport.close()
 

@@ -1,0 +1,422 @@
+"""Benchmark of the dict services: doveauth lookups and creations, lastlogin sets.
+
+    PYTHONPATH=. python benchmarks/bench_dictproxy.py [--json] [--quick]
+
+Starts the real daemons (`python -m chatmaild.doveauth|lastlogin SOCKET CONFIG`) on a temp
+mailboxes dir and drives them from separate load processes with raw non-blocking sockets
+(a selectors loop per process, requests pre-built), so the client is cheap. Reports, per
+scenario: requests/s, p50/p99 latency, the server's CPU-ms per request (from /proc), and the
+server's peak RSS; plus RSS per idle connection with 1000 connections open. Bounded: every
+scenario has a request count and a time cap.
+
+Scenarios (issue 4): userdb lookups for existing users with one pipelined connection and with
+a new connection per request (Dovecot's usual pattern) at 1, 16 and 64 concurrent clients;
+account creations (first logins) at 1 and 16 clients; the same for lastlogin sets.
+"""
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import selectors
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DOMAIN = "bench.example"
+HELLO = b"H3\t2\t0\t\tbench\n"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+TARGETS = {
+    "doveauth lookup conn-per-request c=16": ("rps", 7500),
+    "doveauth lookup pipelined": ("rps", 60000),
+    "doveauth create c=16": ("rps", 800),
+    "doveauth idle connection": ("rss_per_conn_bytes", 8192),
+}
+
+
+# -- server process ---------------------------------------------------------------------------
+
+
+class Daemon:
+    def __init__(self, module, workdir, ini):
+        self.socket = workdir / (module.rsplit(".", 1)[1] + ".socket")
+        self.log = open(workdir / (module.rsplit(".", 1)[1] + ".log"), "wb")
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, str(self.socket), str(ini)],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while not self.socket.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{module} did not start, see {self.log.name}")
+            time.sleep(0.02)
+
+    def cpu_seconds(self):
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime (all threads)
+
+    def status(self, key):
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def rss(self):
+        return int(Path(f"/proc/{self.proc.pid}/statm").read_text().split()[1]) * PAGE
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.log.close()
+
+
+# -- load clients (run in their own processes) ------------------------------------------------
+
+
+def _conn_per_request_worker(path, requests, slots, deadline, start_at, out):
+    """Keep `slots` connections busy: connect, send one request, read one reply line, close."""
+    while time.time() < start_at:
+        time.sleep(0.0005)
+    sel = selectors.DefaultSelector()
+    latencies = []
+    errors = 0
+    next_index = 0
+    active = 0
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+
+    def start_one():
+        nonlocal next_index, active, errors
+        while next_index < len(requests):
+            request = requests[next_index]
+            next_index += 1
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(path)
+                s.sendall(request)
+            except OSError:
+                s.close()
+                errors += 1
+                continue
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ, [time.perf_counter(), b""])
+            active += 1
+            return
+
+    for _ in range(slots):
+        start_one()
+    while active:
+        if time.monotonic() > deadline:
+            break
+        for key, _ in sel.select(1.0):
+            s = key.fileobj
+            try:
+                chunk = s.recv(65536)
+            except OSError:
+                chunk = b""
+            state = key.data
+            state[1] += chunk
+            if chunk and not state[1].endswith(b"\n"):
+                continue
+            if chunk and state[1][:1] == b"O":
+                latencies.append(time.perf_counter() - state[0])
+            else:
+                errors += 1
+            sel.unregister(s)
+            s.close()
+            active -= 1
+            start_one()
+    elapsed = time.perf_counter() - t0
+    usage1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+    out.send((latencies, errors, elapsed, cpu))
+    out.close()
+
+
+def _pipelined_worker(path, lines, window, deadline, out):
+    """One connection; keep up to `window` requests in flight; count reply lines."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    s.sendall(HELLO)
+    s.setblocking(False)
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    sent = received = 0
+    total = len(lines)
+    batch = 500
+    errors = 0
+    sel = selectors.DefaultSelector()
+    sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
+    pending_out = b""
+    while received < total and time.monotonic() < deadline:
+        for _, mask in sel.select(1.0):
+            if mask & selectors.EVENT_READ:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    raise RuntimeError("server closed the connection")
+                received += chunk.count(b"\n")
+                errors += chunk.count(b"\nF") + chunk.count(b"\nN")
+            if mask & selectors.EVENT_WRITE:
+                if not pending_out and sent < total and sent - received < window:
+                    pending_out = b"".join(lines[sent : sent + batch])
+                    sent += min(batch, total - sent)
+                if pending_out:
+                    try:
+                        n = s.send(pending_out)
+                        pending_out = pending_out[n:]
+                    except BlockingIOError:
+                        pass
+        want = selectors.EVENT_READ
+        if pending_out or (sent < total and sent - received < window):
+            want |= selectors.EVENT_WRITE
+        sel.modify(s, want)
+    elapsed = time.perf_counter() - t0
+    usage1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+    s.close()
+    out.send((received, errors, elapsed, cpu))
+    out.close()
+
+
+def _idle_worker(path, count, hold, out):
+    conns = []
+    for _ in range(count):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        s.sendall(HELLO)
+        conns.append(s)
+    out.send(len(conns))
+    hold.wait(60)
+    for s in conns:
+        s.close()
+    out.send("closed")
+
+
+# -- scenarios --------------------------------------------------------------------------------
+
+
+def percentile(sorted_values, q):
+    if not sorted_values:
+        return None
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def run_conn_per_request(daemon, requests, concurrency, cap_seconds):
+    ctx = multiprocessing.get_context("fork")
+    procs = min(concurrency, 2)
+    shares = [requests[i::procs] for i in range(procs)]
+    slots = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
+    start_at = time.time() + 0.3
+    deadline = time.monotonic() + 0.3 + cap_seconds
+    cpu0 = daemon.cpu_seconds()
+    pipes, workers = [], []
+    for share, n in zip(shares, slots, strict=True):
+        parent, child = ctx.Pipe(duplex=False)
+        p = ctx.Process(
+            target=_conn_per_request_worker,
+            args=(str(daemon.socket), share, n, deadline, start_at, child),
+        )
+        p.start()
+        pipes.append(parent)
+        workers.append(p)
+    results = [pipe.recv() for pipe in pipes]
+    for p in workers:
+        p.join()
+    server_cpu = daemon.cpu_seconds() - cpu0
+    latencies = sorted(lat for r in results for lat in r[0])
+    errors = sum(r[1] for r in results)
+    elapsed = max(r[2] for r in results)
+    done = len(latencies)
+    return {
+        "requests": done,
+        "errors": errors,
+        "seconds": round(elapsed, 3),
+        "rps": round(done / elapsed) if elapsed else 0,
+        "p50_ms": round(percentile(latencies, 0.50) * 1000, 3) if latencies else None,
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 3) if latencies else None,
+        "server_cpu_s_per_1000": round(server_cpu / done * 1000, 4) if done else None,
+        "client_cpu_s": round(sum(r[3] for r in results), 3),
+        "peak_rss_bytes": daemon.status("VmHWM"),
+    }
+
+
+def run_pipelined(daemon, lines, cap_seconds):
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    cpu0 = daemon.cpu_seconds()
+    p = ctx.Process(
+        target=_pipelined_worker,
+        args=(str(daemon.socket), lines, 20000, time.monotonic() + cap_seconds, child),
+    )
+    p.start()
+    received, errors, elapsed, client_cpu = parent.recv()
+    p.join()
+    server_cpu = daemon.cpu_seconds() - cpu0
+    return {
+        "requests": received,
+        "errors": errors,
+        "seconds": round(elapsed, 3),
+        "rps": round(received / elapsed) if elapsed else 0,
+        "server_cpu_s_per_1000": round(server_cpu / received * 1000, 4) if received else None,
+        "client_cpu_s": round(client_cpu, 3),
+        "peak_rss_bytes": daemon.status("VmHWM"),
+    }
+
+
+def run_idle(daemon, count):
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    hold = ctx.Event()
+    time.sleep(0.2)
+    before = daemon.rss()
+    p = ctx.Process(target=_idle_worker, args=(str(daemon.socket), count, hold, child))
+    p.start()
+    opened = parent.recv()
+    time.sleep(1.0)  # let the server accept and read every hello
+    during = daemon.rss()
+    hold.set()
+    parent.recv()
+    p.join()
+    return {
+        "connections": opened,
+        "rss_before_bytes": before,
+        "rss_with_idle_bytes": during,
+        "rss_per_conn_bytes": round((during - before) / opened) if opened else None,
+    }
+
+
+# -- setup ------------------------------------------------------------------------------------
+
+
+def make_users(mailboxes, count):
+    """`count` existing accounts (one shared hash: lookups never verify it)."""
+    sys.path.insert(0, str(REPO))
+    from chatmaild.doveauth.hashing import hash_password
+
+    stored = hash_password("benchmark-password").encode()
+    addrs = []
+    for i in range(count):
+        addr = f"u{i:08d}@{DOMAIN}"
+        d = mailboxes / addr
+        d.mkdir(parents=True)
+        (d / "password").write_bytes(stored)
+        (d / "enforceE2EEincoming").touch()
+        addrs.append(addr)
+    return addrs
+
+
+def userdb_request(addr):
+    return f"Lshared/userdb/{addr}\t{addr}\n".encode()
+
+
+def passdb_request(addr, password):
+    return f'Lshared/passdb/{password}"{addr}\t{addr}\n'.encode()
+
+
+def lastlogin_request(addr, ts):
+    return f"B1\t{addr}\nS1\tshared/last-login/{addr}\t{ts}\nC1\n".encode()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
+    args = parser.parse_args()
+    scale = 0.1 if args.quick else 1.0
+    cap = 20.0
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, 4096), hard), hard))
+
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench-dictproxy-") as tmp:
+        tmp = Path(tmp)
+        mailboxes = tmp / "mailboxes"
+        ini = tmp / "chatmail.ini"
+        ini.write_text(
+            "[params]\n"
+            f"mail_domain = {DOMAIN}\n"
+            f"mailboxes_dir = {mailboxes}\n"
+            f"nocreate_file = {tmp / 'nocreate'}\n"
+            "max_load_1m = 100000\nmin_available_memory = 1K\nmin_free_disk_space = 1K\n"
+        )
+        addrs = make_users(mailboxes, 2000)
+
+        def n(count):
+            return max(50, int(count * scale))
+
+        auth = Daemon("chatmaild.doveauth", tmp, ini)
+        try:
+            lines = [userdb_request(addrs[i % len(addrs)]) for i in range(n(300_000))]
+            results["doveauth lookup pipelined"] = run_pipelined(auth, lines, cap)
+            for c in (1, 16, 64):
+                reqs = [
+                    HELLO + userdb_request(addrs[i % len(addrs)])
+                    for i in range(n(10_000 if c == 1 else 40_000))
+                ]
+                results[f"doveauth lookup conn-per-request c={c}"] = run_conn_per_request(
+                    auth, reqs, c, cap
+                )
+            for c in (1, 16):
+                reqs = [
+                    HELLO + passdb_request(f"n{c:02d}{i:06d}@{DOMAIN}", f"password-{i}")
+                    for i in range(n(1000 if c == 1 else 8000))
+                ]
+                results[f"doveauth create c={c}"] = run_conn_per_request(auth, reqs, c, cap)
+            results["doveauth idle connection"] = run_idle(auth, 1000)
+            results["doveauth peak_rss_bytes"] = auth.status("VmHWM")
+        finally:
+            auth.stop()
+
+        last = Daemon("chatmaild.lastlogin", tmp, ini)
+        try:
+            now = int(time.time())
+            # pipelined: distinct transaction ids on the one connection
+            lines = [
+                f"B{i}\t{a}\nS{i}\tshared/last-login/{a}\t{now}\nC{i}\n".encode()
+                for i, a in ((i, addrs[i % len(addrs)]) for i in range(n(100_000)))
+            ]
+            results["lastlogin set pipelined"] = run_pipelined(last, lines, cap)
+            for c in (1, 16, 64):
+                reqs = [
+                    HELLO + lastlogin_request(addrs[i % len(addrs)], now)
+                    for i in range(n(10_000 if c == 1 else 30_000))
+                ]
+                results[f"lastlogin set conn-per-request c={c}"] = run_conn_per_request(
+                    last, reqs, c, cap
+                )
+            results["lastlogin idle connection"] = run_idle(last, 1000)
+            results["lastlogin peak_rss_bytes"] = last.status("VmHWM")
+        finally:
+            last.stop()
+
+    for name, (field, target) in TARGETS.items():
+        value = results.get(name, {}).get(field)
+        if value is not None:
+            ok = value >= target if field == "rps" else value <= target
+            results[name]["target"] = {field: target, "met": ok}
+
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    for name, result in results.items():
+        if isinstance(result, dict):
+            shown = ", ".join(f"{k}={v}" for k, v in result.items())
+            print(f"{name}: {shown}")
+        else:
+            print(f"{name}: {result}")
+
+
+if __name__ == "__main__":
+    main()
