@@ -15,8 +15,10 @@ Usage:
         dovecot.doveadm("auth", "test", addr, password)
         imap = dovecot.imap_login(addr, password)
 
-`extra_config` is appended to dovecot.conf after `str.format(**dovecot.paths())`, so it can
-name `{dir}`, `{doveauth_socket}`, `{lastlogin_socket}`, `{metadata_socket}`, `{mailboxes_dir}`.
+`extra_config` is appended to dovecot.conf; the placeholders `{dir}`, `{port}`,
+`{doveauth_socket}`, `{lastlogin_socket}`, `{metadata_socket}`, `{mailboxes_dir}` and
+`{mail_domain}` in it are filled in (other braces, e.g. Dovecot blocks, stay as written).
+`**ini_params` override chatmail.ini keys; `write_ini(**overrides)` rewrites it later.
 """
 
 import imaplib
@@ -114,6 +116,13 @@ user_key = userdb/%Eu
 """
 
 
+def fill(text, paths):
+    """Replace `{name}` placeholders of `paths` only: Dovecot's own braces stay as written."""
+    for key, value in paths.items():
+        text = text.replace("{" + key + "}", str(value))
+    return text
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -190,7 +199,7 @@ class DovecotInstance:
         """Write the configuration and certificate, start our daemons if not yet, then Dovecot."""
         self._make_cert()
         paths = self.paths()
-        conf = DOVECOT_CONF.format(**paths) + textwrap.dedent(self.extra_config).format(**paths)
+        conf = DOVECOT_CONF.format(**paths) + fill(textwrap.dedent(self.extra_config), paths)
         self.conf_path.write_text(conf)
         (self.dir / "auth.conf").write_text(AUTH_CONF.format(**paths))
         for name in ("run", "state"):
@@ -231,15 +240,17 @@ class DovecotInstance:
             capture_output=True,
         )  # fmt: skip
 
-    def start_daemon(self, module, socket_path, *extra_args):
-        """Run `python -m module SOCKET CONFIG` as vmail; wait until its socket exists."""
+    def start_daemon(self, module, socket_path, *extra_args, preload=()):
+        """Run `module`'s `cli.main([SOCKET, CONFIG, *extra_args])` as vmail; wait until it
+        logs `listening on SOCKET`. `preload`: modules the daemon imports lazily (they must be
+        imported before dropping root, see run_as_vmail.py)."""
         self.stop_daemon(module)
         log_path = self.dir / (module.rsplit(".", 1)[1] + ".log")
         offset = log_path.stat().st_size if log_path.exists() else 0
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, str(RUN_AS_VMAIL), module, socket_path, self.ini_path]
-                + list(extra_args),
+                [sys.executable, str(RUN_AS_VMAIL), "--preload", ",".join(preload), module]
+                + [str(socket_path), str(self.ini_path), *map(str, extra_args)],
                 cwd=self.dir,
                 env=daemon_env(),
                 stdin=subprocess.DEVNULL,

@@ -1,8 +1,9 @@
-"""Run a chatmaild daemon entry point as the `vmail` user: `run_as_vmail.py MODULE ARGS...`.
+"""Run a daemon entry point as `vmail`: `run_as_vmail.py [--preload m1,m2] MODULE ARGS...`.
 
 On a relay systemd starts the daemons as vmail. Here the interpreter may live where vmail
 cannot read it (e.g. under /root), so this starts as root, imports the daemon and everything
-it loads lazily, then drops to vmail and calls the module's `cli.main(ARGS)`.
+it loads lazily (plus the `--preload` modules), then drops to vmail and calls the
+module's `cli.main(ARGS)`.
 """
 
 import asyncio  # noqa: F401
@@ -22,9 +23,14 @@ except ImportError:
 
 
 def main():
-    module, *args = sys.argv[1:]
+    argv = sys.argv[1:]
+    preload = []
+    if argv[:1] == ["--preload"]:
+        preload = [name for name in argv[1].split(",") if name]
+        argv = argv[2:]
+    module, *args = argv
     cli = importlib.import_module(module + ".cli")
-    for name in getattr(cli, "PRELOAD", ()):
+    for name in preload:
         importlib.import_module(name)
     vmail = pwd.getpwnam("vmail")
     if os.getuid() == 0:

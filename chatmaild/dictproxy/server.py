@@ -159,7 +159,11 @@ class DictConnection(asyncio.Protocol):
         pending = self._pending
         out = []
         for request in self._reader.feed(data):
-            reply = self._dispatch(request)
+            try:
+                reply = _HANDLERS[type(request)](self, request)
+            except Exception:  # a bug must cost one request, not the connection
+                log.exception("dict request %s failed", type(request).__name__)
+                reply = proto.failure_reply(_COMMAND_LETTER[type(request)], "internal error")
             if reply is None:
                 continue
             if pending is None:
@@ -229,10 +233,6 @@ class DictConnection(asyncio.Protocol):
                 self._transport.close()
 
     # -- request handling --------------------------------------------------------------------
-
-    def _dispatch(self, request):
-        handler = _HANDLERS.get(type(request))
-        return handler(self, request)
 
     def _lookup(self, request):
         try:
@@ -342,6 +342,22 @@ _HANDLERS = {
     Rollback: DictConnection._rollback,
     Commit: DictConnection._commit,
     Malformed: DictConnection._malformed,
+}
+
+
+_COMMAND_LETTER = {
+    Lookup: "L",
+    Iterate: "I",
+    Hello: "H",
+    Begin: "B",
+    Set: "S",
+    Unset: "U",
+    AtomicInc: "A",
+    Timestamp: "T",
+    HideLogValues: "V",
+    Rollback: "R",
+    Commit: "C",
+    Malformed: "?",
 }
 
 
