@@ -64,6 +64,17 @@ class _Reply:
         self.future = future
 
 
+#: tasks of awaited answers, held until done: a commit must finish even if its client left
+_running = set()
+
+
+def _task(coro):
+    task = asyncio.ensure_future(coro)
+    _running.add(task)
+    task.add_done_callback(_running.discard)
+    return task
+
+
 async def _await_lookup(awaitable):
     try:
         return proto.reply_lookup(await awaitable)
@@ -245,7 +256,7 @@ class DictConnection(asyncio.Protocol):
         if result is None or type(result) is str:
             return proto.reply_lookup(result)
         if inspect.isawaitable(result):
-            return _Reply(asyncio.ensure_future(_await_lookup(result)))
+            return _Reply(_task(_await_lookup(result)))
         log.error("lookup returned %s, not a string", type(result).__name__)
         return proto.reply_lookup_failed("internal error")
 
@@ -253,7 +264,7 @@ class DictConnection(asyncio.Protocol):
         try:
             rows = self._service.iterate(request.path, request.user, request.flags)
             if inspect.isawaitable(rows):
-                return _Reply(asyncio.ensure_future(_await_iterate(rows, request)))
+                return _Reply(_task(_await_iterate(rows, request)))
             return _iter_reply(rows, request)
         except DictFailure as exc:
             return proto.reply_iter_failed(str(exc))
@@ -312,7 +323,7 @@ class DictConnection(asyncio.Protocol):
             log.exception("commit failed")
             return proto.reply_commit_failed("internal error")
         if inspect.isawaitable(result):
-            return _Reply(asyncio.ensure_future(_await_commit(result)))
+            return _Reply(_task(_await_commit(result)))
         return proto.reply_commit(bool(result))
 
     def _ignore(self, request):
@@ -432,6 +443,8 @@ async def serve_until_signalled(socket_path, service) -> None:
             await asyncio.wait_for(server.wait_closed(), 5)
         except TimeoutError:
             pass
+        if _running:  # let commits and creations already started finish
+            await asyncio.wait(set(_running), timeout=5)
         try:
             os.unlink(socket_path)
         except FileNotFoundError:
