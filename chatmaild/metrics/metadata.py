@@ -1,0 +1,58 @@
+"""Metrics of chatmail-metadata: tokens, lookups by key, push notifications, queue depth."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+LOOKUP_KEYS = (
+    "devicetoken",
+    "irohrelay",
+    "turn",
+    "maxsmtprecipients",
+    "appversions",
+    "other",
+)
+NOTIFICATION_RESULTS = (
+    "sent",  # 200 from the notification server
+    "failed",  # an attempt failed (non-200, network error); a retry is scheduled
+    "retried",  # an attempt that was a retry
+    "gone",  # 410: the token was removed from the user
+    "dropped",  # given up (retry window over, corrupt queue item)
+)
+
+
+class MetadataMetrics:
+    """`m.tokens_stored.inc()`, `m.lookup_key("turn")`, `m.notification["sent"].inc()`,
+    `m.queue_depth.set(n)` (or `.inc()`/`.dec()`)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.tokens_stored = Counter(
+            "chatmail_metadata_tokens_stored",
+            "Device tokens stored (set of priv/<guid>/devicetoken)",
+            registry=self.registry,
+        )
+        lookups = Counter(
+            "chatmail_metadata_lookups",
+            "Dict lookups answered, by key",
+            ["key"],
+            registry=self.registry,
+        )
+        self.lookup = {key: lookups.labels(key) for key in LOOKUP_KEYS}
+        notifications = Counter(
+            "chatmail_metadata_notifications",
+            "Push notification attempts and their fate, by result",
+            ["result"],
+            registry=self.registry,
+        )
+        self.notification = {r: notifications.labels(r) for r in NOTIFICATION_RESULTS}
+        self.queue_depth = Gauge(
+            "chatmail_metadata_notification_queue_depth",
+            "Push notifications waiting in the persistent queue",
+            registry=self.registry,
+        )
+
+    def lookup_key(self, key: str):
+        """Count one lookup; keys outside LOOKUP_KEYS count as `other`."""
+        child = self.lookup.get(key)
+        if child is None:
+            child = self.lookup["other"]
+        child.inc()
