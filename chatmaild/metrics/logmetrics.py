@@ -119,29 +119,56 @@ async def receive(stream, metrics: LogMetrics):
         feed(data)
 
 
-async def serve(metrics: LogMetrics, listen: str, udp: list[str], unix: list[Path]):
-    streams = [await bind_udp(spec) for spec in udp]
-    streams += [await bind_unix_dgram(path) for path in unix]
-    server = await start_exporter(listen, metrics.registry)
+class Running:
+    """The receivers and the endpoint of a started service."""
+
+    def __init__(self, streams, tasks, server, unix_paths):
+        self.streams = streams
+        self.tasks = tasks
+        self.server = server
+        self.unix_paths = unix_paths
+
+    async def close(self):
+        for stream in self.streams:
+            stream.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+        for path in self.unix_paths:
+            Path(path).unlink(missing_ok=True)
+
+
+async def start(metrics: LogMetrics, listen: str, udp: list[str], unix: list[Path]) -> Running:
+    streams = []
+    try:
+        for spec in udp:
+            streams.append(await bind_udp(spec))
+        for path in unix:
+            streams.append(await bind_unix_dgram(Path(path)))
+        server = await start_exporter(listen, metrics.registry)
+    except BaseException:
+        for stream in streams:
+            stream.close()
+        raise
     for stream in streams:
         log.info("receiving syslog datagrams on %s", stream.sockname)
+    tasks = [asyncio.create_task(receive(s, metrics)) for s in streams]
+    return Running(streams, tasks, server, list(unix))
+
+
+async def serve(metrics: LogMetrics, listen: str, udp: list[str], unix: list[Path]):
+    running = await start(metrics, listen, udp, unix)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    tasks = [asyncio.create_task(receive(s, metrics)) for s in streams]
     try:
         await stop.wait()
     finally:
-        for stream in streams:
-            stream.close()
-        for task in tasks:
-            task.cancel()
-        if server is not None:
-            server.close()
-            await server.wait_closed()
-        for path in unix:
-            Path(path).unlink(missing_ok=True)
+        await running.close()
 
 
 def build_parser():
