@@ -40,7 +40,7 @@ class RecordingSink:
         self.port = None
         self.arrived = asyncio.Condition()
 
-    async def start(self):
+    async def start(self, port=0):
         loop = asyncio.get_running_loop()
 
         def factory():
@@ -48,7 +48,7 @@ class RecordingSink:
             self.protocols.append(proto)
             return proto
 
-        self.server = await loop.create_server(factory, "127.0.0.1", 0)
+        self.server = await loop.create_server(factory, "127.0.0.1", port)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 
@@ -66,9 +66,9 @@ class RecordingSink:
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.startswith("nouser@"):
-            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
         if address.startswith("busy@"):
-            return "452 4.2.2 <%s>: Mailbox full, try again later" % address
+            return f"452 4.2.2 <{address}>: Mailbox full, try again later"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Ok"
