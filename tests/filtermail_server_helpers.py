@@ -90,7 +90,7 @@ class RecordingSink:
         )
         async with self.arrived:
             self.arrived.notify_all()
-        return "250 2.0.0 Ok: queued as %d" % len(self.messages)
+        return f"250 2.0.0 Ok: queued as {len(self.messages)}"
 
     async def wait_for(self, count, timeout=10):
         async with self.arrived:
