@@ -458,7 +458,7 @@ class ServerConnection:
             self._oversize = True
             self._pieces = []
             return
-        self._pieces.append(bytes(buf[start:end]))
+        self._pieces.append(buf[start:end])  # one copy; joined into bytes at the end
 
     def _finish_data(self) -> None:
         tx = self.transaction
