@@ -179,7 +179,7 @@ async def test_sink_refusals_passed_through(tmp_path, sink, rcpt, code, fragment
     async with Filter(tmp_path, "incoming", sink.port) as f:
         client = await Client.connect(f.port)
         got, text = await client.send_mail("x@remote.test", [LOCAL, rcpt], b"s: x\r\n\r\n")
-        assert (got, text) == (code, text)
+        assert got == code
         assert fragment in text
         # a refusal is never a 250, and the next transaction works on a fresh connection
         got, _ = await client.send_mail("x@remote.test", [LOCAL], b"s: y\r\n\r\n")

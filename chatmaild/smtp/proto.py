@@ -228,6 +228,9 @@ class ServerConnection:
                 raise ValueError("a message needs an explicit reply")
             self._reply(reply)
             self._reset_transaction()
+            if reply.code == 421:
+                self._close()
+                self._events.append(ConnectionClosed("421"))
             return
         if reply is None or 200 <= reply.code < 300:
             self._reply(reply or OK)
