@@ -202,11 +202,12 @@ def decoded_body(entity: Entity) -> bytes | None:
 def extract_address(value: str | None) -> str | None:
     """The address of a one-mailbox header value (display name, <>, comments allowed).
 
-    None when the value is missing or does not hold exactly one address.
+    None when the value is missing or does not hold exactly one address with an `@`.
     """
     if not value:
         return None
     addresses = getaddresses([value])
     if len(addresses) != 1:
         return None
-    return addresses[0][1] or None
+    addr = addresses[0][1]
+    return addr if "@" in addr else None
