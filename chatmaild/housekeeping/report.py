@@ -16,9 +16,11 @@ MAILBOX_SIZE_BOUNDS = (1 * MIB, 10 * MIB, 100 * MIB)
 
 
 def human_size(n):
+    """1536 -> '1.5K', 1048576 -> '1M' (binary units)."""
     for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
         if n >= scale:
-            return f"{n / scale:.1f}{unit}"
+            text = f"{n / scale:.1f}"
+            return (text[:-2] if text.endswith(".0") else text) + unit
     return f"{n}B"
 
 
@@ -93,28 +95,27 @@ class FsReport:
             self.over_quota += 1
 
     def render_text(self, reference):
-        where = f"[{self.mdir}/ only] " if self.mdir else ""
+        where = f" (messages in {self.mdir}/ only)" if self.mdir else ""
         total = self.message_bytes + self.extra_bytes
-        lines = [
-            f"## Mailbox storage (reference time {reference})",
-            f"mailboxes          : {self.mailboxes}",
-            f"{where}messages : {self.messages} ({self.seen_messages} seen)",
-            f"total size         : {human_size(total)}",
-            f"{where}message size: {human_size(self.message_bytes)}",
-            f"other files        : {human_size(self.extra_bytes)}"
-            f" {pct_of(self.extra_bytes, total)}",
-            "",
-            "## Last login (mailboxes)",
+        rows = [
+            ("mailboxes", f"{self.mailboxes}"),
+            ("messages", f"{self.messages} ({self.seen_messages} seen)"),
+            ("message size", human_size(self.message_bytes)),
+            ("other files", f"{human_size(self.extra_bytes)} ({pct_of(self.extra_bytes, total)})"),
+            ("total size", human_size(total)),
         ]
+        lines = [f"## Mailbox storage, reference time {reference}{where}"]
+        lines += [f"{title:<14}: {value}" for title, value in rows]
+        lines += ["", "## Last login"]
         for label, count in self.logins.items():
             title = f"within {label}" if label[0].isdigit() else label
-            lines.append(f"{title:>12}: {count:8d} {pct_of(count, self.mailboxes)}")
+            lines.append(f"{title:<14}: {count:9d} mailboxes {pct_of(count, self.mailboxes)}")
         lines += ["", "## Mailbox size (message bytes per mailbox)"]
         lines += self._histogram_lines(self.mailbox_sizes, self.mailboxes, "mailboxes")
-        lines.append(f"{'over quota':>12}: {self.over_quota:8d} mailboxes")
-        lines += ["", f"## {where}Message size"]
-        lines += self._histogram_lines(self.message_sizes, self.messages, "messages")
-        lines.append(f"scanned in {self.seconds:.2f}s")
+        lines.append(f"{'over quota':<14}: {self.over_quota:9d} mailboxes")
+        lines += ["", "## Message size"]
+        lines += self._histogram_lines(self.message_sizes, self.messages, "messages ")
+        lines += ["", f"scanned in {self.seconds:.2f}s"]
         return "\n".join(lines) + "\n"
 
     @staticmethod
@@ -125,8 +126,8 @@ class FsReport:
             high = human_size(hist.bounds[i]) if i < len(hist.bounds) else "inf"
             title = f"{human_size(low)}-{high}" if i else f"<= {high}"
             lines.append(
-                f"{title:>12}: {count:8d} {what} {human_size(hist.sums[i]):>8}"
-                f" {pct_of(count, whole)}"
+                f"{title:<14}: {count:9d} {what} {pct_of(count, whole)}"
+                f" {human_size(hist.sums[i]):>7}"
             )
             if i < len(hist.bounds):
                 low = hist.bounds[i]
