@@ -317,6 +317,15 @@ def test_main_missing_mailboxes_dir(tmp_path, capsys):
     assert "removed 0 of 0 mailboxes" in out and "no mailboxes" in err
 
 
+def test_main_legacy_mailboxes_dir_argument(tmp_path, root, capsys):
+    ini = make_config(tmp_path, tmp_path / "elsewhere")
+    box = make_mailbox(root, "user@chat.example", last_login=time.time())
+    old = add_message(box, 100, time.time() - 25 * DAY)
+    assert main([str(ini), str(root), "-v", "--remove"]) == 0
+    assert "and 1 of 1 messages" in capsys.readouterr().out
+    assert not old.exists()
+
+
 def test_main_bad_config_exits_2(tmp_path):
     ini = write_ini(tmp_path / "bad.ini", max_mailbox_size="huge")
     with pytest.raises(SystemExit) as exc:

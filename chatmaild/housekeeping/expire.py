@@ -155,6 +155,12 @@ def build_parser():
         "config", nargs="?", default=DEFAULT_INI, help=f"chatmail.ini (default {DEFAULT_INI})"
     )
     parser.add_argument(
+        "mailboxes_dir",
+        nargs="?",
+        default=None,
+        help="overrides mailboxes_dir of the config (accepted for older unit files)",
+    )
+    parser.add_argument(
         "--days", type=int, default=0, help="evaluate the rules as of N days ago (default 0)"
     )
     parser.add_argument(
@@ -170,12 +176,13 @@ def main(argv=None):
 
     args = build_parser().parse_args(argv)
     config = load_config_or_exit(args.config)
+    mailboxes_dir = args.mailboxes_dir or config.mailboxes_dir
     start = time.monotonic()
     now = time.time() - args.days * DAY
     try:
-        root_fd = open_root(config.mailboxes_dir)
+        root_fd = open_root(mailboxes_dir)
     except FileNotFoundError:
-        print(f"chatmail-expire: no mailboxes at {config.mailboxes_dir}", file=sys.stderr)
+        print(f"chatmail-expire: no mailboxes at {mailboxes_dir}", file=sys.stderr)
         print(ExpireStats().summary(not args.remove, time.monotonic() - start))
         return 0
     log = (lambda line: print(line, file=sys.stderr)) if args.verbose else None
