@@ -101,7 +101,10 @@ class FsReport:
             ("mailboxes", f"{self.mailboxes}"),
             ("messages", f"{self.messages} ({self.seen_messages} seen)"),
             ("message size", human_size(self.message_bytes)),
-            ("other files", f"{human_size(self.extra_bytes)} ({pct_of(self.extra_bytes, total)})"),
+            (
+                "other files",
+                f"{human_size(self.extra_bytes)} ({pct_of(self.extra_bytes, total).strip()})",
+            ),
             ("total size", human_size(total)),
         ]
         lines = [f"## Mailbox storage, reference time {reference}{where}"]
