@@ -247,3 +247,25 @@ async def test_incoming_enforced_recipient(tmp_path, sink):
         code, _ = await client.send_mail("x@remote.test", ["../x@chat.example"], plain_mail())
         assert code == 250
         await client.close()
+
+
+@pytest.mark.parametrize("direction", ["outgoing", "incoming"])
+async def test_shared_corpus_through_the_filter(tmp_path, sink, direction):
+    """fm-policy's .eml corpus over the wire: the expected reply, or identical bytes."""
+    from test_filtermail_corpus import ALICE, CORPUS, EXPECTED
+
+    delivered = []
+    async with Filter(tmp_path, direction, sink.port, max_user_send_burst_size=100) as f:
+        f.server.handler.enforces_e2ee = lambda addr: True
+        for name, (rcpts, outgoing, incoming) in sorted(EXPECTED.items()):
+            expected = outgoing if direction == "outgoing" else incoming
+            message = (CORPUS / name).read_bytes()
+            client = await Client.connect(f.port)
+            code, text = await client.send_mail(ALICE, rcpts, message)
+            await client.close()
+            if expected is None:
+                assert code == 250, (name, text)
+                delivered.append(message)
+            else:
+                assert f"{code} {text}" == expected, name
+    assert [m.data for m in sink.messages] == delivered
