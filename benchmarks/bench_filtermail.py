@@ -222,6 +222,7 @@ def run_fixed_rate(port, message, rate, seconds):
 
 def throughput(workdir: Path, sizes, counts, sessions: int) -> dict:
     results = {}
+    sent = 0
     sink = Sink()
     filt = FilterProcess(workdir, sink.port, "throughput")
     try:
@@ -232,6 +233,7 @@ def throughput(workdir: Path, sizes, counts, sessions: int) -> dict:
             count = counts[label]
             smtp_source(sink.port, msgfile, sessions, max(sessions, count // 10))  # warm-up
             smtp_source(filt.port, msgfile, sessions, max(sessions, count // 10))
+            sent += max(sessions, count // 10) + count
             ceiling_s = smtp_source(sink.port, msgfile, sessions, count)
             cpu0 = filt.cpu_seconds()
             filter_s = smtp_source(filt.port, msgfile, sessions, count)
@@ -246,7 +248,10 @@ def throughput(workdir: Path, sizes, counts, sessions: int) -> dict:
                 "filter_cpu_s_per_1000": round(cpu / count * 1000, 3),
             }
         results["peak_rss_mb"] = round(filt.peak_rss_mb(), 1)
+        # every message must have gone through the policy (one decision line each)
         results["accepted_logged"] = filt.accepted()
+        if results["accepted_logged"] != sent:
+            raise RuntimeError(f"filter logged {results['accepted_logged']} of {sent} messages")
     finally:
         filt.stop()
         sink.stop()
