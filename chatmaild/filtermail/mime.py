@@ -32,10 +32,15 @@ class Headers:
     Values are kept as raw bytes and decoded (UTF-8, surrogateescape, stripped) on lookup.
     """
 
-    __slots__ = ("_fields",)
+    __slots__ = ("_fields", "_repeated")
 
-    def __init__(self, fields: dict[str, bytes]):
+    def __init__(self, fields: dict[str, bytes], repeated: frozenset[str] = frozenset()):
         self._fields = fields
+        self._repeated = repeated
+
+    def is_repeated(self, name: str) -> bool:
+        """True when the field occurs more than once (readers may disagree on which wins)."""
+        return name.lower() in self._repeated
 
     def get(self, name: str, default: str | None = None) -> str | None:
         raw = self._fields.get(name.lower())
@@ -105,6 +110,7 @@ def parse_header_block(block: bytes) -> Headers:
     skipped, as the `email` package does with its defects.
     """
     fields: dict[str, bytes] = {}
+    repeated: set[str] = set()
     for line in _FOLD_RE.sub(b"", block).split(b"\n"):
         name, colon, value = line.partition(b":")
         if not colon:
@@ -113,9 +119,11 @@ def parse_header_block(block: bytes) -> Headers:
         if not name or name.translate(None, _FIELD_NAME_CHARS):
             continue
         key = name.decode("ascii").lower()
-        if key not in fields:
+        if key in fields:
+            repeated.add(key)
+        else:
             fields[key] = value
-    return Headers(fields)
+    return Headers(fields, frozenset(repeated))
 
 
 def parse_entity(data: bytes) -> Entity:
