@@ -205,6 +205,21 @@ REFUSED = {
         [CONTROL, mime_part("application/octet-stream", armor(SMALL, headers=("Comment: x",)))]
     ),
     "headers-only": mail(top_headers(content_type=ENCRYPTED_CT), b""),
+    "repeated-top-content-type": mail(
+        [*top_headers(content_type=ENCRYPTED_CT).items(), ("Content-Type", "text/plain")],
+        multipart([CONTROL, PAYLOAD]),
+    ),
+    "repeated-part-content-type": _mail(
+        [CONTROL, b"Content-Type: application/octet-stream\nContent-Type: text/plain\n\n" + ARMORED]
+    ),
+    "repeated-part-cte": _mail(
+        [
+            CONTROL,
+            mime_part(
+                "application/octet-stream", ARMORED, extra=["Content-Transfer-Encoding: base64"]
+            ),
+        ]
+    ),
     "empty": b"",
 }
 
@@ -349,3 +364,16 @@ MAILER_DAEMON_CASES = {
 def test_mailer_daemon_report(name):
     message, expected = MAILER_DAEMON_CASES[name]
     assert is_mailer_daemon_report(message) is expected
+
+
+@pytest.mark.parametrize(
+    "name, duplicate",
+    [
+        ("repeated-top-content-type", b"Content-Type: text/plain\r\n"),
+        ("repeated-part-content-type", b"Content-Type: text/plain\r\n"),
+        ("repeated-part-cte", b"Content-Transfer-Encoding: base64\r\n"),
+    ],
+)
+def test_only_the_repeated_field_makes_it_refused(name, duplicate):
+    assert duplicate in REFUSED[name]
+    assert is_encrypted(REFUSED[name].replace(duplicate, b"", 1), allow_armor_header=False)

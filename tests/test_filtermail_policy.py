@@ -145,6 +145,13 @@ OUTGOING = {
         f"500 Invalid FROM <> for <{ALICE}>",
         "Invalid FROM",
     ),
+    "from-repeated": (
+        ALICE,
+        [EXTERNAL],
+        "enc-repeated-from",
+        f"500 Invalid FROM <> for <{ALICE}>",
+        "Invalid FROM",
+    ),
     "from-display-name-is-sender": (
         ALICE,
         [EXTERNAL],
@@ -253,6 +260,9 @@ def _message(kind, armored):
     if kind == "enc-two-from":
         headers = top_headers()
         headers["From"] = f"{ALICE}, {BOB}"
+        return encrypted_mail(armored, headers=headers)
+    if kind == "enc-repeated-from":
+        headers = [*top_headers().items(), ("From", f"<{BOB}>")]
         return encrypted_mail(armored, headers=headers)
     if kind == "enc-display-trick":
         headers = top_headers()
