@@ -8,10 +8,11 @@ import sys
 import time
 
 import pytest
-from conftest import daemon_env
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatmaild.metrics import extraparse
+
+from conftest import daemon_env
 
 F2B_STATUS = "Status\n|- Number of jail:\t2\n`- Jail list:\tsshd, dovecot\n"
 F2B_JAIL = """Status for the jail: {jail}

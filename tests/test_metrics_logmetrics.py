@@ -7,11 +7,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import daemon_argv, daemon_env
-
 from chatmaild.metrics.exporter import bound_address
 from chatmaild.metrics.logmetrics import LogMetrics, main, start
 from chatmaild.metrics.scrape import samples, scrape
+
+from conftest import daemon_argv, daemon_env
 
 DATA = Path(__file__).parent / "data" / "metrics"
 PROG = (("prog", "delivered_mail.mtail"),)

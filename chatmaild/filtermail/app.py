@@ -8,8 +8,10 @@ the downstream reply.
 """
 
 import logging
+import time
 
 from chatmaild.mailbox import InvalidAddress, Mailboxes
+from chatmaild.metrics.filtermail import FiltermailMetrics
 from chatmaild.smtp.proto import MailFrom, MessageRefused, Reply, Transaction
 from chatmaild.smtp.reinject import Reinjector
 from chatmaild.smtp.server import Handler, ServerSettings, SMTPServer
@@ -39,10 +41,13 @@ def ports(config, mode: str) -> tuple[int, int]:
 
 
 class FilterHandler(Handler):
-    def __init__(self, mode: str, config, reinjector: Reinjector, limiter=None, boxes=None):
+    def __init__(
+        self, mode: str, config, reinjector: Reinjector, limiter=None, boxes=None, metrics=None
+    ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.mode = mode
+        self.metrics = metrics if metrics is not None else FiltermailMetrics(mode)
         self.label = mode.capitalize()
         self.config = config
         self.reinjector = reinjector
@@ -65,6 +70,10 @@ class FilterHandler(Handler):
         verdict = check_mail_from(event.address) or check_rate(self.limiter, event.address)
         if verdict is None:
             return None
+        if verdict.code == 450:
+            self.metrics.ratelimited.inc()
+        else:
+            self.metrics.invalid.inc()
         log.info("%s: Rejected at MAIL FROM: %d %s", self.label, verdict.code, verdict.text)
         return Reply(verdict.code, verdict.text)
 
@@ -79,16 +88,24 @@ class FilterHandler(Handler):
         )
 
     async def on_message(self, tx: Transaction) -> Reply:
+        metrics = self.metrics
         env = Envelope(mail_from=tx.mail_from, rcpt_tos=list(tx.rcpt_tos))
+        started = time.perf_counter()
         if self.mode == "outgoing":
             verdict, line = check_outgoing(env, tx.data, self.config)
         else:
             verdict, line = check_incoming(env, tx.data, self.config, self.enforces_e2ee)
+        decided = time.perf_counter()
+        metrics.decision_seconds.observe(decided - started)
+        metrics.received_bytes.inc(len(tx.data))
+        metrics.count_decision(None if verdict is None else verdict.code, line)
         log.info(line)
         if verdict is not None:
             return Reply(verdict.code, verdict.text)
         reply = await self.reinjector.send(tx)
+        metrics.reinject_seconds.observe(time.perf_counter() - decided)
         if reply.code != 250:
+            metrics.reinject_failed.inc()
             log.warning(
                 "%s: reinjection of mail from <%s> failed: %d %s",
                 self.label,
@@ -104,12 +121,12 @@ def _printable(text: str) -> str:
 
 
 def build_server(
-    config, mode: str, *, backlog: int = 1024, listen_port: int | None = None
+    config, mode: str, *, backlog: int = 1024, listen_port: int | None = None, metrics=None
 ) -> tuple[SMTPServer, Reinjector]:
     """The (not yet started) server of a mode and its reinjector."""
     port, reinject_port = ports(config, mode)
     reinjector = Reinjector(LISTEN_HOST, reinject_port, local_hostname="localhost")
-    handler = FilterHandler(mode, config, reinjector)
+    handler = FilterHandler(mode, config, reinjector, metrics=metrics)
     settings = ServerSettings(hostname=config.mail_domain, max_message_size=config.max_message_size)
     server = SMTPServer(
         handler,
@@ -118,4 +135,5 @@ def build_server(
         settings=settings,
         backlog=backlog,
     )
+    handler.metrics.track_sessions(server.sessions)
     return server, reinjector

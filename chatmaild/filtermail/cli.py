@@ -7,6 +7,8 @@ import signal
 import sys
 
 from chatmaild.config import load_config_or_exit
+from chatmaild.metrics.exporter import start_exporter
+from chatmaild.metrics.filtermail import FiltermailMetrics
 
 from .app import LISTEN_HOST, MODES, build_server
 
@@ -14,8 +16,11 @@ log = logging.getLogger("filtermail")
 
 
 async def serve(config, mode: str, backlog: int) -> None:
-    server, reinjector = build_server(config, mode, backlog=backlog)
+    metrics = FiltermailMetrics(mode)
+    server, reinjector = build_server(config, mode, backlog=backlog, metrics=metrics)
     await server.start()
+    metrics_spec = getattr(config, f"metrics_filtermail_{mode}")
+    exporter = await start_exporter(metrics_spec, metrics.registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -30,8 +35,12 @@ async def serve(config, mode: str, backlog: int) -> None:
     )
     await stop.wait()
     log.info("filtermail %s shutting down", mode)
+    if exporter is not None:
+        exporter.close()
     await server.shutdown(grace=10.0)
     await reinjector.close()
+    if exporter is not None:
+        await exporter.wait_closed()
 
 
 def main(argv=None) -> None:

@@ -62,3 +62,25 @@ class FiltermailMetrics:
             ["mode"],
             registry=self.registry,
         ).labels(mode)
+        self._incoming = mode == "incoming"
+
+    def track_sessions(self, sessions):
+        """Report `len(sessions)` (the server's live session set) at scrape time: no
+        per-connection cost at all."""
+        self.open_sessions.set_function(lambda: len(sessions))
+
+    def count_decision(self, verdict_code: int | None, line: str) -> None:
+        """Count one end-of-DATA decision from the policy's (verdict, log line) result.
+
+        The log lines are the fixed ones of SPEC 4.6, so a few substring tests suffice.
+        """
+        self.outcome[self.decision_outcome(verdict_code, line)].inc()
+
+    def decision_outcome(self, verdict_code: int | None, line: str) -> str:
+        if verdict_code is not None:
+            return "rejected" if verdict_code == 523 else "invalid"
+        if "Filtering encrypted mail." in line:
+            return "securejoin" if "secure-join" in line else "encrypted"
+        if self._incoming and "no recipient enforces" in line:
+            return "cleartext"
+        return "exception"
