@@ -53,9 +53,32 @@ class DoveauthMetrics:
             registry=self.registry,
         )
 
+    def rejected_for(self, problem: str):
+        """Count a refusal given the service's one-line problem text (rare path)."""
+        self.rejected(reject_reason(problem))
+
     def rejected(self, reason: str):
         """Count one refused registration; unknown reasons count as `other`."""
         child = self._rejected.get(reason)
         if child is None:
             child = self._rejected["other"]
         child.inc()
+
+
+def reject_reason(problem: str) -> str:
+    """The reason label for a doveauth refusal text (`rules.creation_problem`,
+    `rules.resource_problem`, the nocreate file)."""
+    text = problem.lower()
+    for needle, reason in (
+        ("nocreate", "nocreate"),
+        ("password", "password"),
+        ("load", "load"),
+        ("memory", "memory"),
+        ("disk", "disk"),
+        ("domain", "domain"),
+        ("local part", "username"),
+        ("not an address", "username"),
+    ):
+        if needle in text:
+            return reason
+    return "other"

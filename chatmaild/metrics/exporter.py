@@ -202,3 +202,40 @@ def bound_address(server: asyncio.AbstractServer) -> tuple[str, int] | str:
     sock = server.sockets[0]
     name = sock.getsockname()
     return name if isinstance(name, str) else (name[0], name[1])
+
+
+class ExportingService:
+    """A Dovecot dict service plus its metrics endpoint, for `run_dict_service`.
+
+    The dict server calls `start()` inside its event loop before listening and `close()` after
+    shutdown; the endpoint lives and dies with them. `lookup`, `iterate` and `commit` are the
+    wrapped service's own bound methods, so the wrapper adds no cost per request.
+    """
+
+    def __init__(self, service, spec: str, registry):
+        self.service = service
+        self.lookup = service.lookup
+        self.iterate = service.iterate
+        self.commit = service.commit
+        self._spec = spec
+        self._registry = registry
+        self._server = None
+
+    async def start(self):
+        start = getattr(self.service, "start", None)
+        if start is not None:
+            result = start()
+            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                await result
+        self._server = await start_exporter(self._spec, self._registry)
+
+    async def close(self):
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        close = getattr(self.service, "close", None)
+        if close is not None:
+            result = close()
+            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                await result
