@@ -129,3 +129,108 @@ async def test_filtermail_outgoing_counters(tmp_path, sink):
         assert value("chatmail_filtermail_open_sessions") == 0
     finally:
         stop(proc)
+
+
+async def start_dict_daemon(module, tmp_path, ini, metrics_sock):
+    socket_path = tmp_path / f"{module}.socket"
+    proc = subprocess.Popen(
+        daemon_argv(f"chatmaild.{module}", socket_path, ini),
+        env=daemon_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    await wait_for_path(metrics_sock, proc)
+    await wait_for_path(socket_path, proc)
+    return proc, socket_path
+
+
+async def ask(socket_path, body: bytes, nlines: int) -> list[bytes]:
+    reader, writer = await asyncio.open_unix_connection(str(socket_path))
+    try:
+        writer.write(b"H3\t2\t0\t\tauth\n" + body)
+        return [await asyncio.wait_for(reader.readline(), 30) for _ in range(nlines)]
+    finally:
+        writer.close()
+
+
+async def test_doveauth_counters(tmp_path, ini_path):
+    from test_doveauth_service import passdb_line, userdb_line
+
+    metrics_sock = tmp_path / "doveauth.metrics"
+    with open(ini_path, "a") as f:
+        f.write(f"metrics_doveauth = unix:{metrics_sock}\n")
+    proc, sock = await start_dict_daemon("doveauth", tmp_path, ini_path, metrics_sock)
+    try:
+        new = "abcdefghi@chat.example"
+        replies = await ask(sock, passdb_line(new, "s3cretpass1"), 1)  # creates
+        assert replies[0].startswith(b"O")
+        replies = await ask(
+            sock,
+            passdb_line(new, "s3cretpass1")  # found
+            + userdb_line(new)  # found
+            + userdb_line("zzzzzzzzz@chat.example")  # notfound
+            + passdb_line("bbbbbbbbb@chat.example", "short")  # refused: password
+            + passdb_line("ab@chat.example", "s3cretpass1")  # refused: local part length
+            + passdb_line("ddddddddd@other.example", "s3cretpass1"),  # not our domain
+            6,
+        )
+        assert [r[:1] for r in replies] == [b"O", b"O", b"N", b"N", b"N", b"N"]
+        (tmp_path / "nocreate").touch()
+        replies = await ask(sock, passdb_line("ccccccccc@chat.example", "s3cretpass1"), 1)
+        assert replies == [b"N\n"]
+
+        got = await scrape(f"unix:{metrics_sock}")
+
+        def lookups(kind, result):
+            labels = (("kind", kind), ("result", result))
+            return got[("chatmail_doveauth_lookups_total", labels)]
+
+        assert lookups("passdb", "created") == 1
+        assert lookups("passdb", "found") == 1
+        assert lookups("passdb", "notfound") == 4
+        assert lookups("userdb", "found") == 1
+        assert lookups("userdb", "notfound") == 1
+        assert got[("chatmail_doveauth_accounts_created_total", ())] == 1
+        assert got[("chatmail_doveauth_hash_seconds_count", ())] == 1
+        rejected = {
+            labels[0][1]: v
+            for (name, labels), v in got.items()
+            if name == "chatmail_doveauth_registrations_rejected_total" and v
+        }
+        assert rejected == {"password": 1, "username": 1, "nocreate": 1}
+    finally:
+        stop(proc)
+
+
+async def test_lastlogin_counters(tmp_path, ini_path):
+    from chatmaild.mailbox import Mailboxes
+
+    metrics_sock = tmp_path / "lastlogin.metrics"
+    with open(ini_path, "a") as f:
+        f.write(f"metrics_lastlogin = unix:{metrics_sock}\n")
+    addr = "someone12@chat.example"
+    Mailboxes(tmp_path / "mailboxes", "chat.example").user(addr).create("{SHA512-CRYPT}$6$x$y")
+    proc, sock = await start_dict_daemon("lastlogin", tmp_path, ini_path, metrics_sock)
+
+    def login(addr, ts, txid):
+        return f"B{txid}\t{addr}\nS{txid}\tshared/last-login/{addr}\t{ts}\nC{txid}\n".encode()
+
+    day = 20000 * 86400
+    try:
+        body = (
+            login(addr, day + 10, 1)  # updated
+            + login(addr, day + 500, 2)  # same day: unchanged
+            + login(addr, day + 86400, 3)  # next day: updated
+            + login("../evil@chat.example", day, 4)  # failed
+            + login(addr, "notatime", 5)  # failed
+        )
+        assert await ask(sock, body, 5) == [b"O\n"] * 5
+        got = await scrape(f"unix:{metrics_sock}")
+        sets = {
+            labels[0][1]: v
+            for (name, labels), v in got.items()
+            if name == "chatmail_lastlogin_sets_total"
+        }
+        assert sets == {"updated": 2, "unchanged": 1, "failed": 2}
+    finally:
+        stop(proc)
