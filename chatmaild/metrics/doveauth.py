@@ -2,6 +2,8 @@
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from . import fast
+
 LOOKUP_KINDS = ("passdb", "userdb", "iterate")
 LOOKUP_RESULTS = ("found", "created", "notfound", "failed")
 REJECT_REASONS = (
@@ -23,7 +25,9 @@ class DoveauthMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry if registry is not None else CollectorRegistry()
-        lookups = Counter(
+        # lookups are counted on the event loop thread: lock-free; the rest is updated from
+        # the hashing worker threads: prometheus_client's locked metrics
+        lookups = fast.Counter(
             "chatmail_doveauth_lookups",
             "Dict lookups answered, by kind and result",
             ["kind", "result"],

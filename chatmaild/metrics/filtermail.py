@@ -4,7 +4,9 @@ Every labelled child is bound once here, so the per-message cost is an attribute
 locked add: no label strings are built or hashed on the hot path.
 """
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
+
+from .fast import Counter, Gauge, Histogram
 
 OUTCOMES = (
     "encrypted",  # passed as OpenPGP-encrypted

@@ -1,6 +1,8 @@
 """Metrics of lastlogin: last-login sets and whether they touched the password file."""
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
+
+from .fast import Counter
 
 SET_RESULTS = ("updated", "unchanged", "failed")
 

@@ -1,6 +1,8 @@
 """Metrics of chatmail-metadata: tokens, lookups by key, push notifications, queue depth."""
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
+
+from .fast import Counter, Gauge
 
 LOOKUP_KEYS = (
     "devicetoken",
@@ -29,7 +31,7 @@ class MetadataMetrics:
             "chatmail_metadata_tokens_stored",
             "Device tokens stored (set of priv/<guid>/devicetoken)",
             registry=self.registry,
-        )
+        ).labels()
         lookups = Counter(
             "chatmail_metadata_lookups",
             "Dict lookups answered, by key",
@@ -48,7 +50,7 @@ class MetadataMetrics:
             "chatmail_metadata_notification_queue_depth",
             "Push notifications waiting in the persistent queue",
             registry=self.registry,
-        )
+        ).labels()
 
     def lookup_key(self, key: str):
         """Count one lookup; keys outside LOOKUP_KEYS count as `other`."""
