@@ -106,7 +106,12 @@ class QueueDir:
     def write(self, item: QueueItem) -> None:
         path = self._path(item.key)
         tmp = path + TEMP_SUFFIX
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        try:
+            fd = os.open(tmp, flags, 0o600)
+        except FileNotFoundError:
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(tmp, flags, 0o600)
         try:
             os.write(fd, item.to_bytes())
         finally:

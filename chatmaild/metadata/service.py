@@ -10,10 +10,13 @@ Keys are those of SPEC 5.3 (see keys.py). Decisions worth knowing:
 - Iterations return no rows (Dovecot still gets its terminator from the dict server).
 """
 
+import asyncio
 import json
 import logging
 from importlib import resources
 
+from chatmaild.dictproxy import DictFailure
+from chatmaild.mailbox import InvalidAddress
 from chatmaild.metadata import tokens as T
 from chatmaild.metadata.keys import Entry, parse_key
 
@@ -41,7 +44,20 @@ class MetadataService:
         self.notifier = notifier
         self.turn = turn
         self.appversions = appversions if appversions is not None else load_appversions()
-        self._invalid_address_error = _invalid_address_error()
+        self._notifier_task = None
+
+    # -- lifetime (called by chatmaild.dictproxy.server around serving) --
+
+    def start(self) -> None:
+        """Resume the persistent queue and start sending (needs a running loop)."""
+        self.notifier.load()
+        self._notifier_task = asyncio.create_task(self.notifier.run())
+
+    async def close(self) -> None:
+        if self._notifier_task is not None:
+            self._notifier_task.cancel()
+            await asyncio.gather(self._notifier_task, return_exceptions=True)
+            self._notifier_task = None
 
     # -- lookups --
 
@@ -53,9 +69,9 @@ class MetadataService:
         if kind is Entry.DEVICETOKEN:
             try:
                 tokens = self.store.get_tokens(user)
-            except self._invalid_address_error as e:
+            except InvalidAddress as e:
                 log.warning("devicetoken lookup refused for user %r: %s", user, e)
-                raise _dict_failure("invalid user") from None
+                raise DictFailure("invalid user") from None
             return " ".join(tokens) if tokens else None
         if kind is Entry.SERVER:
             return self._server_value(name)
@@ -85,25 +101,27 @@ class MetadataService:
 
     def commit(self, txn) -> bool:
         try:
-            actions = self._plan(txn.user, txn.ops)
+            addr, actions = self._plan(txn.user, txn.ops)
         except CommitRefused as e:
             log.warning("metadata commit for %r refused: %s", txn.user, e)
             return False
-        for action in actions:
-            try:
-                action()
-            except self._invalid_address_error as e:
-                log.warning("metadata commit for %r refused: %s", txn.user, e)
-                return False
-            except OSError as e:
-                log.error("metadata commit for %r failed: %s", txn.user, e)
-                return False
+        try:
+            for action, arg in actions:
+                if action == "add":
+                    self.store.add_token(addr, arg)
+                elif action == "clear":
+                    self.store.remove_tokens(addr)
+                elif action == "notify":
+                    self._notify(addr)
+        except OSError as e:
+            log.error("metadata commit for %r failed: %s", txn.user, e)
+            return False
         return True
 
-    def _plan(self, user: str, ops) -> list:
-        """Check every op, return the callables that apply them (CommitRefused if one is bad)."""
+    def _plan(self, user: str, ops) -> tuple[str | None, list[tuple[str, str | None]]]:
+        """Check every op first: (checked address, actions), or CommitRefused if one is bad."""
         actions = []
-        checked_user = None
+        addr = None
         for op in ops:
             verb, key = op[0], op[1]
             entry = parse_key(key)
@@ -112,39 +130,25 @@ class MetadataService:
             kind, _ = entry
             if kind is Entry.SERVER:
                 raise CommitRefused(f"server entry {key} is read-only")
-            if checked_user is None:
+            if addr is None:
                 try:
-                    checked_user = self.mailboxes.check_address(user)
-                except self._invalid_address_error as e:
+                    addr = self.mailboxes.check_address(user)
+                except InvalidAddress as e:
                     raise CommitRefused(f"invalid user: {e}") from None
             if kind is Entry.DEVICETOKEN:
                 if verb == "S":
-                    token = op[2]
-                    problem = T.token_problem(token)
+                    problem = T.token_problem(op[2])
                     if problem:
                         raise CommitRefused(f"devicetoken not stored: {problem}")
-                    actions.append(lambda t=token: self.store.add_token(checked_user, t))
+                    actions.append(("add", op[2]))
                 elif verb == "U":
-                    actions.append(lambda: self.store.remove_tokens(checked_user))
+                    actions.append(("clear", None))
                 else:
                     raise CommitRefused(f"unsupported operation {verb} on {key}")
-            elif kind is Entry.MESSAGENEW:
-                if verb == "S":
-                    actions.append(lambda: self._notify(checked_user))
-        return actions
+            elif kind is Entry.MESSAGENEW and verb == "S":
+                actions.append(("notify", None))
+        return addr, actions
 
     def _notify(self, addr: str) -> None:
         for token in self.store.get_tokens(addr):
             self.notifier.enqueue(addr, token)
-
-
-def _invalid_address_error():
-    from chatmaild.mailbox import InvalidAddress
-
-    return InvalidAddress
-
-
-def _dict_failure(msg: str):
-    from chatmaild.dictproxy import DictFailure
-
-    return DictFailure(msg)

@@ -5,13 +5,10 @@ dict back (rare, so reads stay one open+read+parse). A corrupt metadata.json is 
 treated as empty; the next token set replaces it.
 """
 
-import logging
 import time
 from collections.abc import Callable
 
 from chatmaild.metadata import tokens as T
-
-log = logging.getLogger(__name__)
 
 
 class TokenStore:
@@ -19,20 +16,17 @@ class TokenStore:
         self.mailboxes = mailboxes
         self.clock = clock
 
-    def _read(self, user) -> dict:
-        try:
-            return T.stored_tokens(user.read_metadata())
-        except (ValueError, UnicodeDecodeError) as e:
-            log.warning("corrupt %s, treating it as empty: %s", user.metadata_path, e)
-            return {}
+    def _read(self, user, now: float) -> dict:
+        # chatmaild.mailbox logs a corrupt file and returns {}
+        return T.stored_tokens(user.read_metadata(now=now))
 
     def get_tokens(self, addr: str) -> list[str]:
         """Valid tokens of `addr` (InvalidAddress for a bad address)."""
         user = self.mailboxes.user(addr)
-        stored = self._read(user)
+        now = self.clock()
+        stored = self._read(user, now)
         if not stored:
             return []
-        now = self.clock()
         valid = T.valid_tokens(stored, now)
         if len(valid) != len(stored):
             self._modify(user, lambda tokens, now: None)
@@ -57,8 +51,8 @@ class TokenStore:
 
     def _modify(self, user, change) -> None:
         """Read-modify-write under the mailbox lock; prunes, converts legacy entries."""
-        with user.modify_metadata() as metadata:
-            now = self.clock()
+        now = self.clock()
+        with user.modify_metadata(now=now) as metadata:
             current = T.pruned(T.stored_tokens(metadata), now)
             change(current, now)
             metadata[T.TOKEN_KEY] = current
