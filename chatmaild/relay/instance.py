@@ -528,7 +528,7 @@ class Relay:
             if c.username_min_length == c.username_max_length
             else f"{c.username_min_length}-{c.username_max_length}"
         )
-        host = f"{c.mail_domain} (resolves to 127.0.0.1 {'there' if self.netns else 'if mapped'})"
+        host = f"{c.mail_domain} (mapped to 127.0.0.1 there)" if self.netns else "127.0.0.1"
         where = (
             f"inside network namespace {self.netns}"
             f" (run clients with `ip netns exec {self.netns} ...`)"
