@@ -459,6 +459,10 @@ class Relay:
         self.start_daemon(daemon)
         self.wait_ready(only=name)
 
+    def flush_queue(self):
+        """Ask Postfix to retry deferred mail now (e.g. after a dict daemon restarted)."""
+        self._run(["postfix", "-c", str(self.layout.postfix_config_dir), "flush"], "postfix flush")
+
     def _postfix_master_pid(self):
         try:
             return int((self.layout.postfix_queue_dir / "pid" / "master.pid").read_text())

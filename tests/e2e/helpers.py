@@ -165,6 +165,18 @@ def read_stored(path):
     return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
 
 
+DELIVERY_HEADERS = (b"return-path:", b"delivered-to:")
+
+
+def wire_form(stored):
+    """A stored message as it crossed SMTP: CRLF line ends, without the delivery headers
+    (Return-Path, Delivered-To) that LMTP delivery put on top."""
+    lines = stored.replace(b"\r\n", b"\n").split(b"\n")
+    while lines and lines[0].lower().startswith(DELIVERY_HEADERS):
+        lines.pop(0)
+    return b"\r\n".join(lines)
+
+
 def maildir_messages(mailbox_dir):
     """Bytes of every message in the INBOX Maildir (new/ and cur/)."""
     out = []
