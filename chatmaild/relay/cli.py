@@ -43,26 +43,37 @@ def _log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def _wait_for_signal():
-    signals = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    got = signal.sigwait(signals)
-    _log(f"got {signal.Signals(got).name}: stopping the relay")
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum, frame):
+    raise _Stop(signal.Signals(signum).name)
 
 
 def cmd_up(args):
     relay = Relay(args.state_dir, config_path=args.config, netns=args.netns, log=_log)
-    if args.foreground:
-        # Block the stop signals before starting, so an early Ctrl-C still tears down.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-    relay.up()
-    print(relay.client_info(), flush=True)
-    if args.foreground:
-        try:
-            _wait_for_signal()
-        finally:
-            relay.down()
-            _log("relay stopped")
+    if not args.foreground:
+        relay.up()
+        print(relay.client_info(), flush=True)
+        return 0
+    # Handlers, not a blocked signal mask: children would inherit the mask and then
+    # ignore the SIGTERM that stops them.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_stop)
+    try:
+        relay.up()  # on a signal during start-up, up() itself tears down
+        print(relay.client_info(), flush=True)
+        print("Running in the foreground: Ctrl-C stops the relay.", flush=True)
+        while True:
+            signal.pause()
+    except _Stop as e:
+        _log(f"got {e}: stopping the relay")
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        relay.down()
+        _log("relay stopped")
     return 0
 
 

@@ -22,7 +22,7 @@ from conftest import require, require_tool
 NOTIFY_PORT = 9471
 
 
-def _relay_prerequisites():
+def relay_prerequisites():
     require(hasattr(os, "geteuid") and os.geteuid() == 0, "root (Postfix, Dovecot, netns)")
     require_tool("ip", "postfix", "dovecot", "openssl", "setpriv", "/usr/lib/dovecot/lmtp")
     require(
@@ -44,7 +44,7 @@ class E2ERelay(RelayClients):
 
 @pytest.fixture(scope="session")
 def relay():
-    _relay_prerequisites()
+    relay_prerequisites()
     state_dir = tempfile.mkdtemp(prefix="chatmaild-e2e-", dir="/tmp")
     netns = f"chatmaild-e2e-{os.getpid()}"
     logs = []
