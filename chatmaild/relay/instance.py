@@ -13,6 +13,7 @@ import os
 import pwd
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -124,6 +125,22 @@ def make_certificate(cert, key, domain):
         stderr=subprocess.DEVNULL,
     )
     os.chmod(key, 0o600)
+
+
+def unreachable_parent(path, uid):
+    """The first existing ancestor of `path` that user `uid` cannot traverse, or None.
+
+    Dovecot reads mailboxes as vmail: a state dir under e.g. /root (mode 0700) cannot work.
+    """
+    for parent in reversed(Path(path).resolve().parents):
+        try:
+            st = parent.stat()
+        except FileNotFoundError:
+            return None
+        can = st.st_mode & stat.S_IXOTH or (st.st_uid == uid and st.st_mode & stat.S_IXUSR)
+        if not can:
+            return parent
+    return None
 
 
 def _unix_socket_ready(path):
@@ -288,6 +305,13 @@ class Relay:
         """Everything before starting processes: packages, user, dirs, configs, cert."""
         ensure_packages(self.log)
         vmail = ensure_vmail(self.log)
+        blocked = unreachable_parent(self.state_dir, vmail.pw_uid)
+        if blocked is not None:
+            raise RelayError(
+                f"{VMAIL} cannot enter {blocked} (no search permission), so Dovecot could not"
+                f" reach mailboxes under {self.state_dir}: use a --state-dir elsewhere,"
+                f" e.g. {DEFAULT_STATE_DIR}"
+            )
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o755)  # vmail must traverse it
         self.log_dir.mkdir(exist_ok=True)
