@@ -82,8 +82,11 @@ def decrypts(binary: bytes, size: int, kinds=(), password=None) -> bool:
     results = []
     if kinds:
         # PGPy 0.6 trips over an SKESK when decrypting with a key: hand it the PKESKs only.
-        pkesk_only = join_packets([p for p in packets(binary) if p[0] != 3])
-        by_key = PGPMessage.from_blob(pkesk_only)
+        if password is not None:
+            binary_for_keys = join_packets([p for p in packets(binary) if p[0] != 3])
+        else:
+            binary_for_keys = binary
+        by_key = PGPMessage.from_blob(binary_for_keys)
         results += [key(kind).decrypt(by_key).message for kind in kinds]
     if password is not None:
         results.append(PGPMessage.from_blob(binary).decrypt(password).message)
@@ -172,17 +175,31 @@ def reframe_seipd_partial(binary: bytes, chunk_exponent: int = 10, first_exponen
 # --- armor and MIME ---
 
 
-def crc24(data: bytes) -> int:
-    crc = 0xB704CE
-    for byte in data:
-        crc ^= byte << 16
+def _crc24_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte << 16
         for _ in range(8):
             crc <<= 1
             if crc & 0x1000000:
                 crc ^= 0x1864CFB
-    return crc & 0xFFFFFF
+        table.append(crc & 0xFFFFFF)
+    return table
 
 
+_CRC24_TABLE = _crc24_table()
+
+
+def crc24(data: bytes) -> int:
+    """The OpenPGP armor checksum (RFC 4880 6.1)."""
+    crc = 0xB704CE
+    table = _CRC24_TABLE
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFFFF) ^ table[(crc >> 16) ^ byte]
+    return crc
+
+
+@functools.lru_cache(maxsize=64)
 def armor(binary: bytes, headers=(), checksum=True, line_length=64) -> bytes:
     """ASCII armor with LF line ends (convert with `crlf()` where wanted)."""
     encoded = base64.b64encode(binary)

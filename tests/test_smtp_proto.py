@@ -232,7 +232,9 @@ def test_handler_refusals_keep_state():
 
 def test_declared_size_over_limit_gets_552_at_mail():
     conn = new_conn(size=1000)
-    out, events = drive(conn, [b"EHLO c\r\nMAIL FROM:<a@x> SIZE=1001\r\nMAIL FROM:<a@x> SIZE=1000\r\n"])
+    out, events = drive(
+        conn, [b"EHLO c\r\nMAIL FROM:<a@x> SIZE=1001\r\nMAIL FROM:<a@x> SIZE=1000\r\n"]
+    )
     assert codes(out) == [250, 552, 250]
 
 

@@ -110,9 +110,7 @@ def build_server(
     port, reinject_port = ports(config, mode)
     reinjector = Reinjector(LISTEN_HOST, reinject_port, local_hostname="localhost")
     handler = FilterHandler(mode, config, reinjector)
-    settings = ServerSettings(
-        hostname=config.mail_domain, max_message_size=config.max_message_size
-    )
+    settings = ServerSettings(hostname=config.mail_domain, max_message_size=config.max_message_size)
     server = SMTPServer(
         handler,
         LISTEN_HOST,

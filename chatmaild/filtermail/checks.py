@@ -25,18 +25,28 @@ def _parts(entity: Entity) -> list[Entity] | None:
     return [parse_entity(part) for part in raw_parts]
 
 
+def _ambiguous(entity: Entity) -> bool:
+    """A repeated Content-Type or Content-Transfer-Encoding: MUAs may read it differently."""
+    headers = entity.headers
+    return headers.is_repeated("content-type") or headers.is_repeated("content-transfer-encoding")
+
+
 def is_encrypted(message: bytes | Entity, allow_armor_header: bool) -> bool:
     """RFC 3156 multipart/encrypted holding one armored PKESK/SKESK* + SEIPD message.
 
     `allow_armor_header` is True for incoming mail (a `Version:` armor header may appear).
+    Entities with a repeated Content-Type or Content-Transfer-Encoding are refused, so no
+    reader can take the message for something else than what was checked.
     """
     entity = as_entity(message)
-    if entity.content_type != "multipart/encrypted":
+    if entity.content_type != "multipart/encrypted" or _ambiguous(entity):
         return False
     parts = _parts(entity)
     if parts is None or len(parts) != 2:
         return False
     control, payload = parts
+    if _ambiguous(control) or _ambiguous(payload):
+        return False
     if control.content_type != "application/pgp-encrypted":
         return False
     control_body = decoded_body(control)

@@ -11,26 +11,42 @@ treats the message as not encrypted.
 
 import binascii
 import re
-from dataclasses import dataclass
 from email.utils import getaddresses
 
-# A header field: name, colon, value. RFC 5322 field names are printable ASCII without ":".
-_FIELD_RE = re.compile(rb"([!-9;-~]+)[ \t]*:(.*)", re.DOTALL)
+# A line break followed by whitespace folds a header field (RFC 5322 2.2.3).
+_FOLD_RE = re.compile(rb"\r?\n(?=[ \t])")
+# RFC 5322 field names: printable ASCII except ":".
+_FIELD_NAME_CHARS = bytes(range(33, 127)).replace(b":", b"")
 # One Content-Type parameter after the first ";": name = token | quoted-string.
 _PARAM_RE = re.compile(r';\s*([^\s=;]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))', re.DOTALL)
 _QUOTED_PAIR_RE = re.compile(r"\\(.)", re.DOTALL)
+# The common From forms without quotes, comments or lists: `addr` or `Name <addr>`.
+_SIMPLE_ADDRESS_RE = re.compile(
+    r'(?:[^"<>(),;:\\@]*<([^\s"<>(),;:\\@]+@[^\s"<>(),;:\\@]+)>|([^\s"<>(),;:\\@]+@[^\s"<>(),;:\\@]+))'
+)
 
 
 class Headers:
-    """The header fields of one entity; lookups by lower-cased name return the first field."""
+    """The header fields of one entity; lookups by lower-cased name return the first field.
 
-    __slots__ = ("_fields",)
+    Values are kept as raw bytes and decoded (UTF-8, surrogateescape, stripped) on lookup.
+    """
 
-    def __init__(self, fields: dict[str, str]):
+    __slots__ = ("_fields", "_repeated")
+
+    def __init__(self, fields: dict[str, bytes], repeated: frozenset[str] = frozenset()):
         self._fields = fields
+        self._repeated = repeated
+
+    def is_repeated(self, name: str) -> bool:
+        """True when the field occurs more than once (readers may disagree on which wins)."""
+        return name.lower() in self._repeated
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        return self._fields.get(name.lower(), default)
+        raw = self._fields.get(name.lower())
+        if raw is None:
+            return default
+        return raw.decode("utf-8", "surrogateescape").strip(" \t\r\n")
 
     def __contains__(self, name: str) -> bool:
         return name.lower() in self._fields
@@ -39,19 +55,28 @@ class Headers:
         return f"Headers({self._fields!r})"
 
 
-@dataclass(frozen=True, slots=True)
 class Entity:
     """One MIME entity: its parsed headers and its raw (still transfer-encoded) body."""
 
-    headers: Headers
-    body: bytes
+    __slots__ = ("headers", "body", "_content_type")
+
+    def __init__(self, headers: Headers, body: bytes):
+        self.headers = headers
+        self.body = body
+        self._content_type = None
+
+    def _parsed_content_type(self) -> tuple[str, dict[str, str]]:
+        if self._content_type is None:
+            self._content_type = parse_content_type(self.headers.get("content-type"))
+        return self._content_type
 
     @property
     def content_type(self) -> str:
-        return parse_content_type(self.headers.get("content-type"))[0]
+        """Lower-cased `type/subtype`; `text/plain` when missing or malformed."""
+        return self._parsed_content_type()[0]
 
     def param(self, name: str) -> str | None:
-        return parse_content_type(self.headers.get("content-type"))[1].get(name)
+        return self._parsed_content_type()[1].get(name)
 
     @property
     def is_multipart(self) -> bool:
@@ -84,32 +109,21 @@ def parse_header_block(block: bytes) -> Headers:
     whitespace kept) and stripped. Lines that are neither a field nor a continuation are
     skipped, as the `email` package does with its defects.
     """
-    fields: dict[str, str] = {}
-    name = None
-    value_parts: list[bytes] = []
-    for line in block.split(b"\n"):
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if line[:1] in (b" ", b"\t"):
-            if name is not None:
-                value_parts.append(line)
+    fields: dict[str, bytes] = {}
+    repeated: set[str] = set()
+    for line in _FOLD_RE.sub(b"", block).split(b"\n"):
+        name, colon, value = line.partition(b":")
+        if not colon:
             continue
-        if name is not None:
-            _store(fields, name, value_parts)
-            name = None
-        match = _FIELD_RE.fullmatch(line)
-        if match is None:
+        name = name.rstrip(b" \t")
+        if not name or name.translate(None, _FIELD_NAME_CHARS):
             continue
-        name = match.group(1).decode("ascii").lower()
-        value_parts = [match.group(2)]
-    if name is not None:
-        _store(fields, name, value_parts)
-    return Headers(fields)
-
-
-def _store(fields: dict[str, str], name: str, value_parts: list[bytes]):
-    if name not in fields:
-        fields[name] = b"".join(value_parts).decode("utf-8", "surrogateescape").strip()
+        key = name.decode("ascii").lower()
+        if key in fields:
+            repeated.add(key)
+        else:
+            fields[key] = value
+    return Headers(fields, frozenset(repeated))
 
 
 def parse_entity(data: bytes) -> Entity:
@@ -134,7 +148,12 @@ def parse_content_type(value: str | None) -> tuple[str, dict[str, str]]:
         for match in _PARAM_RE.finditer(";" + rest):
             pname = match.group(1).lower()
             quoted = match.group(2)
-            pvalue = _QUOTED_PAIR_RE.sub(r"\1", quoted) if quoted is not None else match.group(3)
+            if quoted is None:
+                pvalue = match.group(3)
+            elif "\\" in quoted:
+                pvalue = _QUOTED_PAIR_RE.sub(r"\1", quoted)
+            else:
+                pvalue = quoted
             params.setdefault(pname, pvalue)
     return mimetype, params
 
@@ -202,11 +221,15 @@ def decoded_body(entity: Entity) -> bytes | None:
 def extract_address(value: str | None) -> str | None:
     """The address of a one-mailbox header value (display name, <>, comments allowed).
 
-    None when the value is missing or does not hold exactly one address.
+    None when the value is missing or does not hold exactly one address with an `@`.
     """
     if not value:
         return None
+    simple = _SIMPLE_ADDRESS_RE.fullmatch(value)
+    if simple is not None:
+        return simple.group(1) or simple.group(2)
     addresses = getaddresses([value])
     if len(addresses) != 1:
         return None
-    return addresses[0][1] or None
+    addr = addresses[0][1]
+    return addr if "@" in addr else None

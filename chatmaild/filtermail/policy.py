@@ -90,6 +90,8 @@ def check_outgoing(env: Envelope, message: bytes, config) -> tuple[Verdict | Non
     entity = parse_entity(message)
     sender = env.mail_from
     from_addr = extract_address(entity.headers.get("from"))
+    if entity.headers.is_repeated("from"):
+        from_addr = None  # two From fields: which one would the recipient see?
     if from_addr is None or from_addr.lower() != sender.lower():
         verdict = Verdict(500, f"Invalid FROM <{_printable(from_addr)}> for <{_printable(sender)}>")
         return verdict, f"Outgoing: Rejected mail: {verdict.line()}"

@@ -228,6 +228,9 @@ class ServerConnection:
                 raise ValueError("a message needs an explicit reply")
             self._reply(reply)
             self._reset_transaction()
+            if reply.code == 421:
+                self._close()
+                self._events.append(ConnectionClosed("421"))
             return
         if reply is None or 200 <= reply.code < 300:
             self._reply(reply or OK)
@@ -458,7 +461,7 @@ class ServerConnection:
             self._oversize = True
             self._pieces = []
             return
-        self._pieces.append(bytes(buf[start:end]))
+        self._pieces.append(buf[start:end])  # one copy; joined into bytes at the end
 
     def _finish_data(self) -> None:
         tx = self.transaction

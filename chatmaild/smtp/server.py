@@ -119,22 +119,27 @@ class SMTPServerProtocol(asyncio.Protocol):
             if event is PAUSED:
                 break
             kind = type(event)
-            try:
-                if kind is MailFrom:
-                    conn.answer(handler.on_mail(event))
-                elif kind is RcptTo:
-                    conn.answer(handler.on_rcpt(event, conn.transaction))
-                elif kind is MessageComplete:
-                    self.task = self._loop.create_task(self._run_message(event.transaction))
-                    _running.add(self.task)
-                    self.task.add_done_callback(_running.discard)
-                elif kind is MessageRefused:
+            if kind is MailFrom or kind is RcptTo:
+                try:
+                    if kind is MailFrom:
+                        reply = handler.on_mail(event)
+                    else:
+                        reply = handler.on_rcpt(event, conn.transaction)
+                except Exception:
+                    log.exception("smtp handler failed")
+                    reply = INTERNAL_ERROR
+                conn.answer(reply)
+            elif kind is MessageComplete:
+                self.task = self._loop.create_task(self._run_message(event.transaction))
+                _running.add(self.task)
+                self.task.add_done_callback(_running.discard)
+            elif kind is MessageRefused:
+                try:
                     handler.on_refused(event)
-                elif kind is ConnectionClosed:
-                    self._closing = True
-            except Exception:
-                log.exception("smtp handler failed")
-                conn.answer(INTERNAL_ERROR)
+                except Exception:
+                    log.exception("smtp handler failed")
+            elif kind is ConnectionClosed:
+                self._closing = True
         self._flush()
         if self._closing:
             if self.transport is not None:
