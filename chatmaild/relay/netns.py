@@ -51,8 +51,6 @@ def delete(name):
         for child in etc.iterdir():
             child.unlink()
         etc.rmdir()
-    with contextlib.suppress(OSError):
-        NETNS_ETC_DIR.rmdir()  # only if no other namespace uses it
 
 
 def _setns(fd):
