@@ -234,3 +234,151 @@ async def test_lastlogin_counters(tmp_path, ini_path):
         assert sets == {"updated": 2, "unchanged": 1, "failed": 2}
     finally:
         stop(proc)
+
+
+class PushServer:
+    """A local notification server: the token decides the status (good 200, gone 410, else 500)."""
+
+    def __init__(self):
+        self.posts = []
+        self.arrived = asyncio.Event()
+
+    async def handle(self, request):
+        from aiohttp import web
+
+        token = (await request.read()).decode()
+        self.posts.append(token)
+        self.arrived.set()
+        status = 200 if token.startswith("good") else 410 if token.startswith("gone") else 500
+        return web.Response(status=status)
+
+    async def __aenter__(self):
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_post("/notify", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/notify"
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.runner.cleanup()
+
+    async def wait_for(self, n, timeout=20):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.posts) < n:
+            assert loop.time() < deadline, self.posts
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), 0.5)
+            except TimeoutError:
+                pass
+
+
+def labelled(got, name):
+    return {labels[0][1]: v for (n, labels), v in got.items() if n == name}
+
+
+async def test_metadata_counters(tmp_path):
+    from metadata_helpers import MESSAGENEW_KEY, SERVER, TOKEN_KEY, DictClient, meta_ini
+
+    metrics_sock = tmp_path / "metadata.metrics"
+    async with PushServer() as push:
+        ini = meta_ini(tmp_path, notification_url=push.url, metrics_metadata=f"unix:{metrics_sock}")
+        socket_path = tmp_path / "metadata.socket"
+        proc = subprocess.Popen(
+            daemon_argv("chatmaild.metadata", socket_path, ini),
+            env=daemon_env(),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            await wait_for_path(metrics_sock, proc)
+            await wait_for_path(socket_path, proc)
+            client = await DictClient.connect(socket_path)
+            for token in ("good-token-1", "gone-token-2", "bad-token-3"):
+                assert await client.commit([(TOKEN_KEY, token)]) == "O"
+            assert (await client.lookup(TOKEN_KEY)).startswith("O")
+            assert (await client.lookup(SERVER + "irohrelay")).startswith("O")
+            assert (await client.lookup(SERVER + "maxsmtprecipients")).startswith("O")
+            assert (await client.lookup(SERVER + "maxsmtprecipients")).startswith("O")
+            assert (await client.lookup(SERVER + "appversions")).startswith("O")
+            assert await client.lookup("priv/0123/somethingelse") == "N"
+            assert await client.commit([(MESSAGENEW_KEY, "")]) == "O"
+            await client.close()
+            await push.wait_for(3)
+            for _ in range(100):  # the replies reach the daemon just after the POSTs land
+                got = await scrape(f"unix:{metrics_sock}")
+                results = labelled(got, "chatmail_metadata_notifications_total")
+                if results["sent"] + results["gone"] + results["failed"] == 3:
+                    break
+                await asyncio.sleep(0.05)
+            assert sorted(push.posts) == ["bad-token-3", "gone-token-2", "good-token-1"]
+            assert results == {"sent": 1, "gone": 1, "failed": 1, "retried": 0, "dropped": 0}
+            # the failed one waits 8 s for its retry
+            assert got[("chatmail_metadata_notification_queue_depth", ())] == 1
+            assert got[("chatmail_metadata_tokens_stored_total", ())] == 3
+            assert labelled(got, "chatmail_metadata_lookups_total") == {
+                "devicetoken": 1,
+                "irohrelay": 1,
+                "turn": 0,
+                "maxsmtprecipients": 2,
+                "appversions": 1,
+                "other": 1,
+            }
+        finally:
+            stop(proc)
+
+
+async def test_metadata_retries_and_drops_counted(tmp_path):
+    """Notifier under a fake clock and a short schedule, against a server that always fails."""
+    from metadata_helpers import ALICE, MESSAGENEW_KEY, TOKEN_KEY, FakeClock, build, meta_ini
+
+    from chatmaild.dictproxy.server import Transaction
+    from chatmaild.metadata.backoff import RetrySchedule
+
+    async with PushServer() as push:
+        clock = FakeClock()
+        service, _, _, notifier = build(
+            meta_ini(tmp_path, notification_url=push.url),
+            clock=clock,
+            schedule=RetrySchedule(first_delay=10, factor=2, give_up_after=30),
+        )
+        service.metrics.observe_notifier(notifier)
+        service.start()
+        try:
+            assert service.commit(Transaction(ALICE, [("S", TOKEN_KEY, "bad-token")]))
+            assert service.commit(Transaction(ALICE, [("S", MESSAGENEW_KEY, "")]))
+            for n in range(1, 10):
+                await push.wait_for(n)
+                for _ in range(200):
+                    if notifier.depth == 0 or not notifier._inflight:
+                        break
+                    await asyncio.sleep(0.01)
+                if notifier.depth == 0:
+                    break
+                clock.advance(10)
+                notifier.poke()
+            assert notifier.depth == 0
+            got = await asyncio.to_thread(lambda: list(service.metrics.registry.collect()))
+            results = {
+                s.labels["result"]: s.value
+                for family in got
+                if family.name == "chatmail_metadata_notifications"
+                for s in family.samples
+            }
+            posts = len(push.posts)
+            assert posts >= 2
+            assert results == {
+                "sent": 0,
+                "gone": 0,
+                "failed": posts,
+                "retried": posts - 1,
+                "dropped": 1,
+            }
+        finally:
+            await service.close()

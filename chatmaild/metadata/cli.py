@@ -11,6 +11,7 @@ from chatmaild.metadata.notifier import Notifier
 from chatmaild.metadata.service import MetadataService
 from chatmaild.metadata.store import TokenStore
 from chatmaild.metadata.turn import TurnCredentials
+from chatmaild.metrics.exporter import ExportingService
 
 
 def build_service(config) -> MetadataService:
@@ -22,7 +23,9 @@ def build_service(config) -> MetadataService:
         on_token_gone=store.remove_tokens,
     )
     turn = TurnCredentials(config.turn_socket_path)
-    return MetadataService(config, mailboxes, store, notifier, turn)
+    service = MetadataService(config, mailboxes, store, notifier, turn)
+    service.metrics.observe_notifier(notifier)
+    return service
 
 
 def main(argv=None) -> None:
@@ -38,4 +41,7 @@ def main(argv=None) -> None:
         level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
     config = load_config_or_exit(args.config)
-    run_dict_service(args.socket, build_service(config))
+    service = build_service(config)
+    if config.metrics_metadata:
+        service = ExportingService(service, config.metrics_metadata, service.metrics.registry)
+    run_dict_service(args.socket, service)

@@ -165,6 +165,8 @@ class Notifier:
             outcome = await self._post(item.token)
             item.attempts += 1
             self.stats["attempts"] += 1
+            if item.attempts > 1:
+                self.stats["retried"] += 1
             if outcome == 200:
                 self._delivered(item)
             elif outcome == 410:

@@ -19,6 +19,7 @@ from chatmaild.dictproxy import DictFailure
 from chatmaild.mailbox import InvalidAddress
 from chatmaild.metadata import tokens as T
 from chatmaild.metadata.keys import Entry, parse_key
+from chatmaild.metrics.metadata import MetadataMetrics
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,12 @@ class CommitRefused(Exception):
 
 
 class MetadataService:
-    def __init__(self, config, mailboxes, store, notifier, turn, appversions=None):
+    def __init__(self, config, mailboxes, store, notifier, turn, appversions=None, metrics=None):
         self.config = config
+        self.metrics = metrics if metrics is not None else MetadataMetrics()
+        self._lookup_devicetoken = self.metrics.lookup["devicetoken"]
+        self._lookup_other = self.metrics.lookup["other"]
+        self._tokens_stored = self.metrics.tokens_stored
         self.mailboxes = mailboxes
         self.store = store
         self.notifier = notifier
@@ -64,9 +69,11 @@ class MetadataService:
     def lookup(self, key: str, user: str):
         entry = parse_key(key)
         if entry is None:
+            self._lookup_other.inc()
             return None
         kind, name = entry
         if kind is Entry.DEVICETOKEN:
+            self._lookup_devicetoken.inc()
             try:
                 tokens = self.store.get_tokens(user)
             except InvalidAddress as e:
@@ -74,7 +81,9 @@ class MetadataService:
                 raise DictFailure("invalid user") from None
             return " ".join(tokens) if tokens else None
         if kind is Entry.SERVER:
+            self.metrics.lookup_key(name)
             return self._server_value(name)
+        self._lookup_other.inc()
         return None
 
     def _server_value(self, name: str):
@@ -109,6 +118,7 @@ class MetadataService:
             for action, arg in actions:
                 if action == "add":
                     self.store.add_token(addr, arg)
+                    self._tokens_stored.inc()
                 elif action == "clear":
                     self.store.remove_tokens(addr)
                 elif action == "notify":

@@ -1,6 +1,7 @@
 """Metrics of chatmail-metadata: tokens, lookups by key, push notifications, queue depth."""
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import CounterMetricFamily
 
 from .fast import Counter, Gauge
 
@@ -45,6 +46,7 @@ class MetadataMetrics:
             ["result"],
             registry=self.registry,
         )
+        self._notifications = notifications
         self.notification = {r: notifications.labels(r) for r in NOTIFICATION_RESULTS}
         self.queue_depth = Gauge(
             "chatmail_metadata_notification_queue_depth",
@@ -52,9 +54,44 @@ class MetadataMetrics:
             registry=self.registry,
         ).labels()
 
+    def observe_notifier(self, notifier):
+        """Report the notifier's own `stats` and `depth` at scrape time instead of the
+        notification children: the sending path then carries no metric code at all."""
+        self.registry.unregister(self._notifications)
+        self.registry.register(NotifierStats(notifier))
+        self.queue_depth.set_function(lambda: notifier.depth)
+
     def lookup_key(self, key: str):
         """Count one lookup; keys outside LOOKUP_KEYS count as `other`."""
         child = self.lookup.get(key)
         if child is None:
             child = self.lookup["other"]
         child.inc()
+
+
+# result label -> key of `Notifier.stats`
+NOTIFIER_STATS = {
+    "sent": "delivered",
+    "failed": "failed_attempts",
+    "retried": "retried",
+    "gone": "gone",
+    "dropped": "dropped",
+}
+
+
+class NotifierStats:
+    """Collector over `chatmaild.metadata.notifier.Notifier.stats` (a collections.Counter)."""
+
+    def __init__(self, notifier):
+        self.notifier = notifier
+
+    def collect(self):
+        stats = self.notifier.stats
+        family = CounterMetricFamily(
+            "chatmail_metadata_notifications",
+            "Push notification attempts and their fate, by result",
+            labels=["result"],
+        )
+        for result, key in NOTIFIER_STATS.items():
+            family.add_metric([result], stats.get(key, 0))
+        yield family
