@@ -156,3 +156,24 @@ def test_rejection_direction(tag, msg, expected):
 )
 def test_unrelated_lines_move_nothing(record):
     assert classify(record) == []
+
+
+def test_lines_recorded_on_a_real_relay():
+    """Postfix 3.7.11 maillog_file, Dovecot 2.3.19 log_path and our daemons' stderr, recorded
+    from `python -m chatmaild.relay up` with two logins, three encrypted and one plain
+    submission, one plain and one encrypted mail on port 25, and one deferred remote mail."""
+    counters = count_files("relay-postfix.log", "relay-dovecot.log", "relay-daemons.log")
+    c = counters.counts
+    assert c["delivered_mail"] == 3
+    assert (c["created_accounts"], c["created_nonci_accounts"]) == (2, 2)
+    assert c["rejected_registrations"] == 0  # a short password is not a resource refusal
+    assert c["postfix_noqueue"] == 6  # mtail semantics: proxy-filter NOQUEUE lines count too
+    assert (c["outgoing_encrypted_mail_count"], c["outgoing_unencrypted_mail_count"]) == (3, 1)
+    assert (c["incoming_encrypted_mail_count"], c["incoming_unencrypted_mail_count"]) == (1, 1)
+    assert c["outgoing_rejected_unencrypted_mail_count"] == 1
+    assert c["incoming_rejected_unencrypted_mail_count"] == 1
+    assert c["chatmail_deliveries_local"] == 3
+    assert c["chatmail_deliveries_remote"] == 0
+    assert c["chatmail_delivery_errors_deferred"] == 1
+    assert c["warning_count"] == 0
+    assert counters.encrypted_ratio() == 4 / 6
