@@ -159,3 +159,19 @@ def test_cli_process_replay_then_serve(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     assert not dgram.exists()
+
+
+def test_listen_from_option_config_or_default(tmp_path, ini_path):
+    from chatmaild.metrics.logmetrics import resolve_listen
+
+    assert resolve_listen(None, None) == "127.0.0.1:3903"
+    assert resolve_listen(None, str(ini_path)) == "127.0.0.1:3903"
+    with open(ini_path, "a") as f:
+        f.write(f"metrics_logmetrics = unix:{tmp_path}/lm.sock\n")
+    assert resolve_listen(None, str(ini_path)) == f"unix:{tmp_path}/lm.sock"
+    assert resolve_listen("127.0.0.1:9999", str(ini_path)) == "127.0.0.1:9999"
+
+
+def test_bad_listen_spec_exits_2(capsys):
+    assert main(["--listen", "nonsense", "--replay", str(DATA / "postfix.log")]) == 2
+    assert "expected HOST:PORT" in capsys.readouterr().err

@@ -171,6 +171,15 @@ async def serve(metrics: LogMetrics, listen: str, udp: list[str], unix: list[Pat
         await running.close()
 
 
+def resolve_listen(listen: str | None, config_path: str | None) -> str:
+    """--listen, else the ini's metrics_logmetrics, else 127.0.0.1:3903 (mtail's port)."""
+    if listen is None and config_path:
+        from chatmaild.config import load_config_or_exit
+
+        listen = load_config_or_exit(config_path).metrics_logmetrics or None
+    return listen or DEFAULT_LISTEN
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="chatmail-logmetrics", description=__doc__.split("\n\n")[0])
     p.add_argument("config", nargs="?", help="chatmail.ini (metrics_logmetrics sets --listen)")
@@ -186,12 +195,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    listen = args.listen
-    if listen is None and args.config:
-        from chatmaild.config import load_config_or_exit
-
-        listen = load_config_or_exit(args.config).metrics_logmetrics or None
-    listen = listen or DEFAULT_LISTEN
+    listen = resolve_listen(args.listen, args.config)
     try:
         parse_listen_spec(listen)
         for spec in args.udp:
