@@ -1,0 +1,425 @@
+"""The dict protocol over a unix stream socket: an asyncio Protocol that routes to a service.
+
+Every complete line of a received chunk is handled in one pass and the replies of that chunk
+go out in one write. Replies stay in request order: as soon as one answer is an awaitable,
+later answers queue behind it and are flushed when it completes. Transactions live in the
+connection that began them (Dovecot reuses ids across connections).
+"""
+
+import asyncio
+import inspect
+import logging
+import os
+import signal
+import stat
+from collections import deque
+
+from . import proto
+from .proto import (
+    AtomicInc,
+    Begin,
+    Commit,
+    Hello,
+    HideLogValues,
+    Iterate,
+    Lookup,
+    Malformed,
+    Rollback,
+    Set,
+    Timestamp,
+    Unset,
+)
+
+log = logging.getLogger("chatmaild.dictproxy")
+
+#: stop reading from a connection while this many replies wait for awaitables
+MAX_PENDING_REPLIES = 1024
+
+
+class DictFailure(Exception):
+    """Raised by a service to answer a request with a failure (`F`) carrying this message."""
+
+
+class Transaction:
+    """The changes of one dict transaction, handed to `service.commit()` on `C`."""
+
+    __slots__ = ("user", "ops", "timestamp")
+
+    def __init__(self, user: str, ops=None):
+        self.user = user
+        #: ("S", key, value) | ("U", key) | ("A", key, delta)
+        self.ops = [] if ops is None else ops
+        self.timestamp = None
+
+    def __repr__(self):
+        return f"Transaction(user={self.user!r}, ops={len(self.ops)})"
+
+
+class _Reply:
+    """A reply still being computed; its future resolves to the reply text."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future):
+        self.future = future
+
+
+async def _await_lookup(awaitable):
+    try:
+        return proto.reply_lookup(await awaitable)
+    except DictFailure as exc:
+        return proto.reply_lookup_failed(str(exc))
+    except Exception:
+        log.exception("lookup failed")
+        return proto.reply_lookup_failed("internal error")
+
+
+async def _await_commit(awaitable):
+    try:
+        return proto.reply_commit(bool(await awaitable))
+    except DictFailure as exc:
+        return proto.reply_commit_failed(str(exc))
+    except Exception:
+        log.exception("commit failed")
+        return proto.reply_commit_failed("internal error")
+
+
+async def _await_iterate(awaitable, request):
+    try:
+        return _iter_reply(await awaitable, request)
+    except DictFailure as exc:
+        return proto.reply_iter_failed(str(exc))
+    except Exception:
+        log.exception("iteration failed")
+        return proto.reply_iter_failed("internal error")
+
+
+def _iter_reply(rows, request):
+    """Rows (only keys under the requested path) followed by the empty-line terminator."""
+    path = request.path
+    flags = request.flags
+    recurse = flags & proto.ITER_RECURSE
+    no_value = flags & proto.ITER_NO_VALUE
+    exact = flags & proto.ITER_EXACT_KEY
+    limit = request.max_rows
+    lines = []
+    start = len(path)
+    for key, value in rows or ():
+        if not key.startswith(path):
+            continue
+        if exact:
+            if key != path:
+                continue
+        elif not recurse and "/" in key[start:]:
+            continue
+        lines.append(proto.reply_iter_row(key, "" if no_value else value))
+        if limit and len(lines) >= limit:
+            break
+    lines.append(proto.REPLY_ITER_END)
+    return "".join(lines)
+
+
+class DictConnection(asyncio.Protocol):
+    """One client connection. Kept small: no task, no buffers while idle."""
+
+    __slots__ = (
+        "_service",
+        "_server",
+        "_transport",
+        "_reader",
+        "_txns",
+        "_pending",
+        "_paused",
+        "_eof",
+    )
+
+    def __init__(self, service, server):
+        self._service = service
+        self._server = server
+        self._transport = None
+        self._reader = proto.LineReader()
+        self._txns = None  # txid -> Transaction, created on first B
+        self._pending = None  # deque of str | _Reply once an answer had to be awaited
+        self._paused = False
+        self._eof = False
+
+    # -- asyncio callbacks -------------------------------------------------------------------
+
+    def connection_made(self, transport):
+        self._transport = transport
+        self._server.connections.add(self)
+
+    def connection_lost(self, exc):
+        self._server.connections.discard(self)
+        self._transport = None
+        self._txns = None
+        self._pending = None
+
+    def data_received(self, data):
+        pending = self._pending
+        out = []
+        for request in self._reader.feed(data):
+            reply = self._dispatch(request)
+            if reply is None:
+                continue
+            if pending is None:
+                if type(reply) is str:
+                    out.append(reply)
+                    continue
+                pending = self._pending = deque()
+            pending.append(reply)
+            if type(reply) is _Reply:
+                reply.future.add_done_callback(self._reply_done)
+        if out:
+            self._transport.write(proto.encode_reply("".join(out)))
+        if pending is not None:
+            self._flush_pending()
+            if (
+                self._pending is not None
+                and len(self._pending) > MAX_PENDING_REPLIES
+                and not self._paused
+            ):
+                self._paused = True
+                self._transport.pause_reading()
+
+    def eof_received(self):
+        if self._pending:
+            self._eof = True
+            return True  # half-close: finish writing the replies owed, then close
+        return False
+
+    # -- ordering of awaited replies ---------------------------------------------------------
+
+    def _reply_done(self, future):
+        if self._transport is not None:
+            self._flush_pending()
+
+    def _flush_pending(self):
+        pending = self._pending
+        out = []
+        while pending:
+            head = pending[0]
+            if type(head) is _Reply:
+                if not head.future.done():
+                    break
+                out.append(head.future.result())
+            else:
+                out.append(head)
+            pending.popleft()
+        if out:
+            self._transport.write(proto.encode_reply("".join(out)))
+        if not pending:
+            self._pending = None
+            if self._paused:
+                self._paused = False
+                self._transport.resume_reading()
+            if self._eof:
+                self._transport.close()
+
+    # -- request handling --------------------------------------------------------------------
+
+    def _dispatch(self, request):
+        handler = _HANDLERS.get(type(request))
+        return handler(self, request)
+
+    def _lookup(self, request):
+        try:
+            result = self._service.lookup(request.key, request.user)
+        except DictFailure as exc:
+            return proto.reply_lookup_failed(str(exc))
+        except Exception:
+            log.exception("lookup failed")
+            return proto.reply_lookup_failed("internal error")
+        if result is None or type(result) is str:
+            return proto.reply_lookup(result)
+        if inspect.isawaitable(result):
+            return _Reply(asyncio.ensure_future(_await_lookup(result)))
+        log.error("lookup returned %s, not a string", type(result).__name__)
+        return proto.reply_lookup_failed("internal error")
+
+    def _iterate(self, request):
+        try:
+            rows = self._service.iterate(request.path, request.user, request.flags)
+            if inspect.isawaitable(rows):
+                return _Reply(asyncio.ensure_future(_await_iterate(rows, request)))
+            return _iter_reply(rows, request)
+        except DictFailure as exc:
+            return proto.reply_iter_failed(str(exc))
+        except Exception:
+            log.exception("iteration failed")
+            return proto.reply_iter_failed("internal error")
+
+    def _begin(self, request):
+        txns = self._txns
+        if txns is None:
+            txns = self._txns = {}
+        elif request.txid in txns:
+            log.warning("transaction %s begun twice on one connection", request.txid)
+        txns[request.txid] = Transaction(request.user)
+
+    def _txn(self, txid, command):
+        txn = self._txns.get(txid) if self._txns is not None else None
+        if txn is None:
+            log.warning("%s for unknown transaction %s ignored", command, txid)
+        return txn
+
+    def _set(self, request):
+        txn = self._txn(request.txid, "S")
+        if txn is not None:
+            txn.ops.append(("S", request.key, request.value))
+
+    def _unset(self, request):
+        txn = self._txn(request.txid, "U")
+        if txn is not None:
+            txn.ops.append(("U", request.key))
+
+    def _atomic_inc(self, request):
+        txn = self._txn(request.txid, "A")
+        if txn is not None:
+            txn.ops.append(("A", request.key, request.delta))
+
+    def _timestamp(self, request):
+        txn = self._txn(request.txid, "T")
+        if txn is not None:
+            txn.timestamp = (request.secs, request.nsecs)
+
+    def _rollback(self, request):
+        if self._txns is None or self._txns.pop(request.txid, None) is None:
+            log.warning("R for unknown transaction %s ignored", request.txid)
+
+    def _commit(self, request):
+        txn = self._txns.pop(request.txid, None) if self._txns is not None else None
+        if txn is None:
+            log.warning("C for unknown transaction %s", request.txid)
+            return proto.reply_commit_failed("unknown transaction")
+        try:
+            result = self._service.commit(txn)
+        except DictFailure as exc:
+            return proto.reply_commit_failed(str(exc))
+        except Exception:
+            log.exception("commit failed")
+            return proto.reply_commit_failed("internal error")
+        if inspect.isawaitable(result):
+            return _Reply(asyncio.ensure_future(_await_commit(result)))
+        return proto.reply_commit(bool(result))
+
+    def _ignore(self, request):
+        return None
+
+    def _malformed(self, request):
+        # one line per bad request; the content is not logged (it may hold a password)
+        log.warning(
+            "malformed dict request %r: %s%s",
+            request.command,
+            request.reason,
+            ", answered with failure" if request.reply else "",
+        )
+        return request.reply
+
+
+_HANDLERS = {
+    Lookup: DictConnection._lookup,
+    Iterate: DictConnection._iterate,
+    Hello: DictConnection._ignore,
+    Begin: DictConnection._begin,
+    Set: DictConnection._set,
+    Unset: DictConnection._unset,
+    AtomicInc: DictConnection._atomic_inc,
+    Timestamp: DictConnection._timestamp,
+    HideLogValues: DictConnection._ignore,
+    Rollback: DictConnection._rollback,
+    Commit: DictConnection._commit,
+    Malformed: DictConnection._malformed,
+}
+
+
+class _ServerState:
+    __slots__ = ("connections",)
+
+    def __init__(self):
+        self.connections = set()
+
+
+def _remove_stale_socket(path):
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise FileExistsError(f"{path} exists and is not a socket")
+    os.unlink(path)
+
+
+async def serve_unix(path, service, backlog: int = 1024) -> asyncio.AbstractServer:
+    """Listen on unix socket `path` (owner-only permissions; a stale socket file is replaced)."""
+    path = os.fspath(path)
+    _remove_stale_socket(path)
+    state = _ServerState()
+    loop = asyncio.get_running_loop()
+    old_umask = os.umask(0o077)
+    try:
+        server = await loop.create_unix_server(
+            lambda: DictConnection(service, state), path=path, backlog=backlog
+        )
+    finally:
+        os.umask(old_umask)
+    _connections[server] = state.connections
+    return server
+
+
+#: server -> its open connections (uvloop's Server takes no attributes)
+_connections = {}
+
+
+def close_connections(server) -> None:
+    """Close every connection of `server` (call after `server.close()`)."""
+    for conn in list(_connections.pop(server, ())):
+        if conn._transport is not None:
+            conn._transport.close()
+
+
+async def _maybe_await(value):
+    if inspect.isawaitable(value):
+        await value
+
+
+async def serve_until_signalled(socket_path, service) -> None:
+    """Serve until SIGTERM/SIGINT, then stop listening, close connections, remove the socket."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    start = getattr(service, "start", None)
+    if start is not None:
+        await _maybe_await(start())
+    server = await serve_unix(socket_path, service)
+    log.info("listening on %s", socket_path)
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        server.close()
+        close_connections(server)
+        try:
+            await asyncio.wait_for(server.wait_closed(), 5)
+        except TimeoutError:
+            pass
+        try:
+            os.unlink(socket_path)
+        except FileNotFoundError:
+            pass
+        close = getattr(service, "close", None)
+        if close is not None:
+            await _maybe_await(close())
+
+
+def run_dict_service(socket_path, service) -> None:
+    """Entry point helper: serve `service` on `socket_path` (uvloop if present) until signalled."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        loop_factory = None
+    else:
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve_until_signalled(socket_path, service))
