@@ -271,7 +271,7 @@ def test_common_hardening(path):
     assert unit.get("SystemCallArchitectures") == "native"
     assert unit.sections["Service"]["SystemCallFilter"][0] == "@system-service"
     assert unit.all("RestrictAddressFamilies")
-    assert unit.get("UMask") in ("0077", "0022")
+    assert unit.get("UMask") == "0077"
     if unit.get("User") == "vmail" or unit.flag("DynamicUser"):
         assert unit.all("CapabilityBoundingSet") == []
     if unit.get("Type") != "oneshot":
