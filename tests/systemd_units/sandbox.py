@@ -85,8 +85,10 @@ class SandboxedDaemon:
         self.confdir = confdir
         self.argv = [sys.executable, "-m", module, *args]
 
-    def host_runtime_dir(self, name):
-        return self.runtime_dirs[name]
+    def inside(self, path):
+        """A path as the sandboxed daemon sees it, reachable from the host (and short
+        enough for a unix socket address, unlike the temp dir behind it)."""
+        return Path(f"/proc/{self.child_pid}/root{path}")
 
     def command(self):
         unit = self.unit
@@ -112,6 +114,7 @@ class SandboxedDaemon:
             os.chmod(host, mode)
             self.runtime_dirs[name] = host
             cmd += ["--bind", str(host), f"/run/{name}"]
+        binds = []
         for key, how in (
             ("BindPaths", "--bind"),
             ("ReadWritePaths", "--bind"),
@@ -119,13 +122,21 @@ class SandboxedDaemon:
         ):
             for path in unit.all(key):
                 path = path.lstrip("-")
-                cmd += [how, str(self.host_paths[path]), path]
+                binds.append((how, str(self.host_paths[path]), path))
         # Stand-ins for /usr/local/lib/chatmaild: the checkout, the interpreter, the config.
         for path in sorted({str(REPO_ROOT), sys.prefix, sys.base_prefix}):
-            # bwrap creates missing parents (inside a tmpfs) mode 0700: make them traversable.
-            for parent in reversed(Path(path).parents[:-1]):
+            binds.append(("--ro-bind", path, path))
+        for how, source, dest in binds:
+            # A write path missing on this machine (e.g. no node-exporter installed) gets a
+            # tmpfs on its deepest existing ancestor, so bwrap can create the mount point.
+            if not os.path.exists(dest):
+                ancestor = next(p for p in Path(dest).parents if p.exists())
+                if str(ancestor) != "/":
+                    cmd += ["--tmpfs", str(ancestor)]
+            # bwrap creates missing parents mode 0700: make them traversable like the real ones.
+            for parent in reversed(Path(dest).parents[:-1]):
                 cmd += ["--perms", "0755", "--dir", str(parent)]
-            cmd += ["--ro-bind", path, path]
+            cmd += [how, source, dest]
         cmd += ["--ro-bind", str(self.confdir), CONFIG_DIR_IN_SANDBOX]
         cmd += ["--chdir", "/", "--info-fd", str(self.info_fd), "--"]
         cmd += [

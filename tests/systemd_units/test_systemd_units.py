@@ -12,7 +12,6 @@ import sys
 import tomllib
 
 import pytest
-from conftest import require_tool
 from unitfile import (
     CHATMAIL_INI,
     REPO_ROOT,
@@ -24,6 +23,8 @@ from unitfile import (
     dropin_files,
     parse_exposure,
 )
+
+from conftest import require_tool
 
 MAX_EXPOSURE = 2.0
 SCORES = {}
