@@ -1,4 +1,4 @@
-"""Each daemon runs, and serves, under its unit's sandbox (emulated: see sandbox.py).
+"""Each daemon runs, and serves, under its unit's sandbox (emulated: see systemd_sandbox.py).
 
 Started the way the unit starts it (same argv after the program, same user, same socket
 and mailbox paths), with the unit's mounts, credentials, umask, MDWE and seccomp filter.
@@ -14,8 +14,8 @@ import sys
 import textwrap
 
 import pytest
-from sandbox import CONFIG_DIR_IN_SANDBOX, HERE, SandboxedDaemon, tools_missing, wait_for
-from unitfile import SYSTEMD_DIR, Unit, allowed_syscalls, syscall_groups
+from systemd_sandbox import CONFIG_DIR_IN_SANDBOX, HERE, SandboxedDaemon, tools_missing, wait_for
+from systemd_unitfile import SYSTEMD_DIR, Unit, allowed_syscalls, syscall_groups
 
 from conftest import require, write_ini
 
@@ -263,7 +263,13 @@ def test_uvloop_and_sha512_crypt_work_under_mdwe_and_the_syscall_filter(tmp_path
     syscalls = tmp_path / "syscalls"
     syscalls.write_text("\n".join(sorted(allowed_syscalls(unit, syscall_groups()))))
     result = subprocess.run(
-        [sys.executable, str(HERE / "sandbox_exec.py"), "--mdwe", "--syscalls", str(syscalls)]
+        [
+            sys.executable,
+            str(HERE / "systemd_sandbox_exec.py"),
+            "--mdwe",
+            "--syscalls",
+            str(syscalls),
+        ]
         + ["--families", "1,2,10", "--", sys.executable, "-W", "ignore", "-c", MDWE_PROBE],
         capture_output=True,
         text=True,

@@ -12,7 +12,7 @@ import sys
 import tomllib
 
 import pytest
-from unitfile import (
+from systemd_unitfile import (
     CHATMAIL_INI,
     REPO_ROOT,
     SYSTEMD_DIR,

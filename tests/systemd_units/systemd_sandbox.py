@@ -2,7 +2,7 @@
 
 No systemd manager runs on the test machine (so no `systemd-run`), so the unit's settings
 are turned into the equivalent bubblewrap mounts, setpriv credentials and an in-process
-seccomp/MDWE filter (sandbox_exec.py):
+seccomp/MDWE filter (systemd_sandbox_exec.py):
 
 | unit setting                                   | emulation                                  |
 |------------------------------------------------|--------------------------------------------|
@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from unitfile import REPO_ROOT, allowed_syscalls, syscall_groups
+from systemd_unitfile import REPO_ROOT, allowed_syscalls, syscall_groups
 
 HERE = Path(__file__).resolve().parent
 FAMILIES = {"AF_UNIX": socket.AF_UNIX, "AF_INET": socket.AF_INET, "AF_INET6": socket.AF_INET6}
@@ -149,7 +149,7 @@ class SandboxedDaemon:
         ]
         if unit.flag("NoNewPrivileges"):
             cmd.append("--no-new-privs")
-        cmd += ["--", sys.executable, str(HERE / "sandbox_exec.py")]
+        cmd += ["--", sys.executable, str(HERE / "systemd_sandbox_exec.py")]
         cmd += ["--umask", unit.get("UMask", "0022")]
         if unit.flag("MemoryDenyWriteExecute"):
             cmd.append("--mdwe")

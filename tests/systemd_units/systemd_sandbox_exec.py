@@ -2,7 +2,7 @@
 
 Run inside bwrap, after setpriv switched to the unit's user:
 
-    python sandbox_exec.py --umask 0077 --mdwe --errno 1 --syscalls FILE \
+    python systemd_sandbox_exec.py --umask 0077 --mdwe --errno 1 --syscalls FILE \
         --families 1,2,10 -- ARGV...
 
 - UMask=: umask(2).
