@@ -363,12 +363,17 @@ async def serve_unix(path, service, backlog: int = 1024) -> asyncio.AbstractServ
         )
     finally:
         os.umask(old_umask)
-    server.dict_connections = state.connections
+    _connections[server] = state.connections
     return server
 
 
+#: server -> its open connections (uvloop's Server takes no attributes)
+_connections = {}
+
+
 def close_connections(server) -> None:
-    for conn in list(getattr(server, "dict_connections", ())):
+    """Close every connection of `server` (call after `server.close()`)."""
+    for conn in list(_connections.pop(server, ())):
         if conn._transport is not None:
             conn._transport.close()
 

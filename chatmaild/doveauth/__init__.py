@@ -1,0 +1,1 @@
+"""doveauth: Dovecot passdb/userdb over the dict protocol, with create-on-first-login."""

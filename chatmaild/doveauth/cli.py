@@ -1,0 +1,24 @@
+"""`doveauth SOCKET CONFIG`: the passdb/userdb dict service Dovecot's auth-worker talks to."""
+
+import argparse
+import logging
+import os
+
+from ..config import load_config_or_exit
+from ..dictproxy import run_dict_service
+from .service import DoveauthService
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="doveauth", description=__doc__.split(":", 1)[1].strip())
+    parser.add_argument("socket", help="unix socket to listen on")
+    parser.add_argument("config", help="chatmail.ini")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = load_config_or_exit(args.config)
+    os.makedirs(os.path.dirname(os.path.abspath(args.socket)), exist_ok=True)
+    run_dict_service(args.socket, DoveauthService(config))
+
+
+if __name__ == "__main__":
+    main()

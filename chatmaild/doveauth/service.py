@@ -1,0 +1,142 @@
+"""doveauth: passdb/userdb lookups over the dict protocol, creating accounts on first login.
+
+Lookups of existing accounts are answered synchronously (one small file read). A first login
+runs its checks, the SHA512-CRYPT hashing and the file creation in a thread pool (the hash
+releases the interpreter lock, so creations use every core and never stall the event loop).
+Concurrent first logins for one address share one creation in this process; across
+processes `User.create` keeps it exactly-once. Every racer is answered with the stored record.
+"""
+
+import asyncio
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from ..mailbox import InvalidAddress, Mailboxes
+from . import hashing, rules, sysres
+
+log = logging.getLogger("chatmaild.doveauth")
+
+
+class DoveauthService:
+    def __init__(self, config, workers: int | None = None, read_resources=None):
+        self.config = config
+        self.mailboxes = Mailboxes(config.mailboxes_dir, config.address_domain)
+        self._home_prefix = str(config.mailboxes_dir) + "/"
+        self._read_resources = read_resources or sysres.read_resources
+        self._workers = workers or max(2, os.cpu_count() or 2)
+        self._executor = None
+        self._creating = {}  # addr -> Future of the stored hash (or None)
+
+    # -- dict service interface ----------------------------------------------------------------
+
+    def lookup(self, key, user):
+        if key.startswith(rules.USERDB_PREFIX):
+            return self.userdb_lookup(key[len(rules.USERDB_PREFIX) :])
+        if key.startswith(rules.PASSDB_PREFIX):
+            parsed = rules.split_passdb_key(key[len(rules.PASSDB_PREFIX) :])
+            if parsed is None:
+                log.warning("passdb key without user part ignored")
+                return None
+            password, addr = parsed
+            return self.passdb_lookup(addr, password)
+        return None
+
+    def iterate(self, path, user, flags):
+        if not rules.USERDB_PREFIX.startswith(path) and not path.startswith(rules.USERDB_PREFIX):
+            return ()
+        return asyncio.get_running_loop().run_in_executor(None, self._userdb_rows)
+
+    def commit(self, txn):
+        log.warning("doveauth does not accept writes (%d changes refused)", len(txn.ops))
+        return False
+
+    def close(self):
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=False)
+            self._executor = None
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    def _user(self, addr):
+        try:
+            return self.mailboxes.user(addr)
+        except InvalidAddress as exc:
+            log.info("lookup refused: %s", exc)
+            return None
+
+    def record(self, addr, password_hash):
+        """The JSON user record Dovecot gets for both passdb and userdb."""
+        return json.dumps(
+            {
+                "addr": addr,
+                "home": self._home_prefix + addr,
+                "uid": "vmail",
+                "gid": "vmail",
+                "password": password_hash,
+            }
+        )
+
+    def userdb_lookup(self, addr):
+        user = self._user(addr)
+        if user is None:
+            return None
+        stored = user.read_password()
+        return None if stored is None else self.record(addr, stored)
+
+    def passdb_lookup(self, addr, password):
+        user = self._user(addr)
+        if user is None:
+            return None
+        stored = user.read_password()
+        if stored is not None:
+            return self.record(addr, stored)
+        pending = self._creating.get(addr)
+        if pending is None:
+            problem = rules.creation_problem(addr, password, self.config)
+            if problem is not None:
+                log.info("not creating %s: %s", addr, problem)
+                return None
+            pending = self._start_creation(user, password)
+        return self._answer_creation(addr, pending)
+
+    def _userdb_rows(self):
+        prefix = rules.USERDB_PREFIX
+        return [(prefix + addr, "") for addr in self.mailboxes.iter_addresses()]
+
+    # -- creation ------------------------------------------------------------------------------
+
+    def _start_creation(self, user, password):
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="doveauth")
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, self._create, user, password)
+        addr = user.addr
+        self._creating[addr] = future
+        future.add_done_callback(lambda _: self._creating.pop(addr, None))
+        return future
+
+    async def _answer_creation(self, addr, pending):
+        stored = await asyncio.shield(pending)
+        return None if stored is None else self.record(addr, stored)
+
+    def _create(self, user, password):
+        """In a worker thread: the system checks, hashing and exactly-once creation."""
+        config = self.config
+        if os.path.exists(config.nocreate_file):
+            log.info("not creating %s: %s exists", user.addr, config.nocreate_file)
+            return None
+        problem = rules.resource_problem(self._read_resources(config.mailboxes_dir), config)
+        if problem is not None:
+            log.warning("registration rejected: %s", problem)
+            return None
+        try:
+            password_hash = hashing.hash_password(password)
+        except ValueError as exc:
+            log.warning("not creating %s: %s", user.addr, exc)
+            return None
+        stored = user.create(password_hash)
+        if stored == password_hash:
+            log.info("Created address: %s", user.addr)
+        return stored
