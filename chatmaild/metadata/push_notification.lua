@@ -10,6 +10,8 @@ end
 
 function dovecot_lua_notify_event_message_new(ctx, event)
     local mbox = ctx.user:mailbox(event.mailbox)
+    -- attributes can only be set on an opened mailbox (Dovecot asserts box->opened)
+    mbox:open()
     mbox:metadata_set("/private/messagenew", "")
     mbox:free()
 end
