@@ -198,7 +198,8 @@ async def run(args):
     work = Path(tempfile.mkdtemp(prefix="bench-metadata-"))
     push = PushServer()
     await push.start()
-    daemon = Daemon(work / "live", push.url) if (work / "live").mkdir() is None else None
+    (work / "live").mkdir()
+    daemon = Daemon(work / "live", push.url)
     try:
         await daemon.ready()
         C, S = args.clients, args.seconds
