@@ -5,7 +5,8 @@ due at ``first_attempt + first_delay * factor ** (n - 1)`` (8 s, 64 s, 512 s, 40
 first attempt with the defaults). Offsets are measured from the first attempt, not from the
 failure, so the schedule survives restarts and slow requests unchanged. An offset beyond
 ``give_up_after`` is clamped to one last attempt exactly at the deadline; after that fails, the
-notification is given up.
+notification is given up. An item found due more than ``late_grace`` after the deadline (the
+daemon was down meanwhile) is dropped without that last attempt.
 """
 
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ class RetrySchedule:
     first_delay: float = FIRST_DELAY
     factor: float = FACTOR
     give_up_after: float = GIVE_UP_AFTER
+    late_grace: float = 60.0
 
     def offset(self, attempt: int) -> float:
         """Seconds after the first attempt at which attempt number `attempt` (0-based) is due."""
@@ -41,5 +43,5 @@ class RetrySchedule:
         return first_attempt + self.offset(failed_attempts)
 
     def expired(self, first_attempt: float, now: float) -> bool:
-        """True once the deadline has passed (an attempt at the deadline itself still runs)."""
-        return now > first_attempt + self.give_up_after
+        """True when an attempt at `now` would come too late to be worth making."""
+        return now > first_attempt + self.give_up_after + self.late_grace

@@ -60,7 +60,7 @@ class Notifier:
         self._waiting: set[str] = set()  # keys in the heap
         self._inflight: set[str] = set()
         self._again: set[str] = set()  # in flight, and a new message arrived meanwhile
-        self._wake = asyncio.Event()
+        self._waiter: asyncio.Future | None = None  # resolved to wake the sending loop
         self._tasks: set[asyncio.Task] = set()
         self._sem = asyncio.Semaphore(concurrency)
         self.stats = Counter()  # since start
@@ -99,11 +99,13 @@ class Notifier:
         heapq.heappush(self._heap, (due, key))
         self._waiting.add(key)
         if self._heap[0][1] == key:
-            self._wake.set()
+            self.poke()
 
     def poke(self) -> None:
-        """Re-check the heap now (tests advancing a fake clock call this)."""
-        self._wake.set()
+        """Re-check the heap now (new earliest item; tests advancing a fake clock)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     @property
     def depth(self) -> int:
@@ -148,13 +150,18 @@ class Notifier:
                     return key
             else:
                 delay = self.max_wait
-            self._wake.clear()
+            # a plain future and a timer: asyncio.wait_for can swallow a cancellation (3.11)
+            loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
+            timer = loop.call_later(min(delay, self.max_wait), self.poke)
             try:
-                await asyncio.wait_for(self._wake.wait(), min(delay, self.max_wait))
-            except TimeoutError:
-                pass
+                await self._waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
 
     async def _attempt(self, key: str) -> None:
+        item = None
         try:
             item = self.queue.read(key)
             if item is None:
@@ -173,6 +180,11 @@ class Notifier:
                 self._token_gone(item)
             else:
                 self._failed(item, outcome)
+        except asyncio.CancelledError:
+            if self.queue.exists(key):
+                # shutting down mid-request: the file is unchanged, keep it counted
+                self._push(item.due if item is not None else self.clock(), key)
+            raise
         except Exception:
             log.exception("notification %s: unexpected error", key)
         finally:
@@ -193,7 +205,7 @@ class Notifier:
         self.stats["delivered"] += 1
         if item.attempts > 1:
             log.info(
-                "notification for %s delivered after %d attempts (%.0f s)",
+                "notification for %s delivered after %d attempts (%.1f s)",
                 item.addr,
                 item.attempts,
                 self.clock() - item.first_attempt,
@@ -227,7 +239,7 @@ class Notifier:
         self.queue.remove(item.key)
         self.stats["dropped"] += 1
         log.warning(
-            "notification for %s dropped after %d attempt(s) over %.0f s: %s",
+            "notification for %s dropped after %d attempt(s) over %.1f s: %s",
             item.addr,
             item.attempts,
             self.clock() - item.first_attempt,

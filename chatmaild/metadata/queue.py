@@ -148,6 +148,9 @@ class QueueDir:
             self.remove(old_key)
         return item
 
+    def exists(self, key: str) -> bool:
+        return os.path.exists(self._path(key))
+
     def remove(self, key: str) -> None:
         try:
             os.unlink(self._path(key))
