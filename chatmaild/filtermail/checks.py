@@ -6,7 +6,14 @@ the top-level headers once) and answers a bool. Malformed input answers False.
 
 from email.header import decode_header, make_header
 
-from .mime import Entity, decoded_body, extract_address, parse_entity, split_multipart
+from .mime import (
+    Entity,
+    decoded_body,
+    decoded_body_span,
+    extract_address,
+    multipart_spans,
+    parse_entity,
+)
 from .openpgp import is_encrypted_armor
 
 SECUREJOIN_HEADER_VALUES = ("vc-request", "vg-request")
@@ -19,10 +26,11 @@ def as_entity(message: bytes | Entity) -> Entity:
 
 
 def _parts(entity: Entity) -> list[Entity] | None:
-    raw_parts = split_multipart(entity.body, entity.param("boundary"))
-    if raw_parts is None:
+    data = entity.data
+    spans = multipart_spans(data, entity.body_start, entity.body_end, entity.param("boundary"))
+    if spans is None:
         return None
-    return [parse_entity(part) for part in raw_parts]
+    return [parse_entity(data, start, end) for start, end in spans]
 
 
 def _ambiguous(entity: Entity) -> bool:
@@ -54,8 +62,11 @@ def is_encrypted(message: bytes | Entity, allow_armor_header: bool) -> bool:
         return False
     if payload.content_type != "application/octet-stream":
         return False
-    armored = decoded_body(payload)
-    return armored is not None and is_encrypted_armor(armored, allow_armor_header)
+    armored = decoded_body_span(payload)
+    if armored is None:
+        return False
+    text, start, end = armored
+    return is_encrypted_armor(text, allow_armor_header, start, end)
 
 
 def is_securejoin(message: bytes | Entity) -> bool:

@@ -56,14 +56,26 @@ class Headers:
 
 
 class Entity:
-    """One MIME entity: its parsed headers and its raw (still transfer-encoded) body."""
+    """One MIME entity: its parsed headers and its raw (still transfer-encoded) body.
 
-    __slots__ = ("headers", "body", "_content_type")
+    The body is a span `data[body_start:body_end]` of the whole message, so the parts of a
+    multi-megabyte message are looked at in place, never copied; `body` makes the copy.
+    """
 
-    def __init__(self, headers: Headers, body: bytes):
+    __slots__ = ("headers", "data", "body_start", "body_end", "_content_type")
+
+    def __init__(self, headers: Headers, data: bytes, body_start: int = 0, body_end=None):
         self.headers = headers
-        self.body = body
+        self.data = data
+        self.body_start = body_start
+        self.body_end = len(data) if body_end is None else body_end
         self._content_type = None
+
+    @property
+    def body(self) -> bytes:
+        if self.body_start == 0 and self.body_end == len(self.data):
+            return self.data
+        return self.data[self.body_start : self.body_end]
 
     def _parsed_content_type(self) -> tuple[str, dict[str, str]]:
         if self._content_type is None:
@@ -83,23 +95,26 @@ class Entity:
         return self.content_type.startswith("multipart/")
 
 
-def split_header_block(data: bytes) -> tuple[bytes, int]:
-    """Return (header block, body offset). The empty line between them belongs to neither.
+def split_header_block(data: bytes, start: int = 0, end: int | None = None) -> tuple[bytes, int]:
+    """Return (header block, body offset) of the entity `data[start:end]`.
 
-    Without an empty line the whole input is headers and the body is empty.
+    The empty line between them belongs to neither. Without an empty line the whole input
+    is headers and the body is empty. The offset is one into `data`.
     """
-    if data.startswith(b"\n"):
-        return b"", 1
-    if data.startswith(b"\r\n"):
-        return b"", 2
-    crlf = data.find(b"\n\r\n")
+    if end is None:
+        end = len(data)
+    if data.startswith(b"\n", start, end):
+        return b"", start + 1
+    if data.startswith(b"\r\n", start, end):
+        return b"", start + 2
+    crlf = data.find(b"\n\r\n", start, end)
     # Look for a bare-LF empty line only before the first CRLF one: no second full scan.
-    lf = data.find(b"\n\n", 0, crlf + 2 if crlf >= 0 else len(data))
+    lf = data.find(b"\n\n", start, crlf + 2 if crlf >= 0 else end)
     if lf >= 0:
-        return data[: lf + 1], lf + 2
+        return data[start : lf + 1], lf + 2
     if crlf >= 0:
-        return data[: crlf + 1], crlf + 3
-    return data, len(data)
+        return data[start : crlf + 1], crlf + 3
+    return data[start:end], end
 
 
 def parse_header_block(block: bytes) -> Headers:
@@ -126,9 +141,12 @@ def parse_header_block(block: bytes) -> Headers:
     return Headers(fields, frozenset(repeated))
 
 
-def parse_entity(data: bytes) -> Entity:
-    block, body_start = split_header_block(data)
-    return Entity(parse_header_block(block), data[body_start:])
+def parse_entity(data: bytes, start: int = 0, end: int | None = None) -> Entity:
+    """The entity `data[start:end]` (default: all of `data`); its body is not copied."""
+    if end is None:
+        end = len(data)
+    block, body_start = split_header_block(data, start, end)
+    return Entity(parse_header_block(block), data, body_start, end)
 
 
 def parse_content_type(value: str | None) -> tuple[str, dict[str, str]]:
@@ -166,33 +184,41 @@ def split_multipart(body: bytes, boundary: str | None) -> list[bytes] | None:
     epilogue are dropped. Returns None when the boundary is missing or invalid, or the
     close delimiter `--boundary--` never comes.
     """
+    spans = multipart_spans(body, 0, len(body), boundary)
+    return None if spans is None else [body[start:end] for start, end in spans]
+
+
+def multipart_spans(
+    data: bytes, start: int, stop: int, boundary: str | None
+) -> list[tuple[int, int]] | None:
+    """`split_multipart` of the body `data[start:stop]`, as (start, end) offsets into `data`."""
     if not boundary or len(boundary) > 200:
         return None
     delimiter = b"--" + boundary.encode("utf-8", "surrogateescape")
-    parts: list[bytes] = []
+    parts: list[tuple[int, int]] = []
     part_start = -1  # offset where the current part starts, -1 while in the preamble
-    search = 0
+    search = start
     while True:
-        pos = body.find(delimiter, search)
+        pos = data.find(delimiter, search, stop)
         if pos < 0:
             return None  # unterminated
         search = pos + len(delimiter)
-        if pos > 0 and body[pos - 1] != 0x0A:
+        if pos > start and data[pos - 1] != 0x0A:
             continue  # not at the start of a line
         after = search
-        closing = body.startswith(b"--", after)
+        closing = data.startswith(b"--", after, stop)
         if closing:
             after += 2
-        line_end = body.find(b"\n", after)
+        line_end = data.find(b"\n", after, stop)
         if line_end < 0:
-            line_end = len(body)
-        if body[after:line_end].strip(b" \t\r"):
+            line_end = stop
+        if data[after:line_end].strip(b" \t\r"):
             continue  # "--boundaryX": a longer line, not our delimiter
         if part_start >= 0:
-            end = pos - 1 if pos > 0 else 0
-            if end > part_start and body[end - 1] == 0x0D:
+            end = pos - 1 if pos > start else start
+            if end > part_start and data[end - 1] == 0x0D:
                 end -= 1
-            parts.append(body[part_start : max(end, part_start)])
+            parts.append((part_start, max(end, part_start)))
         if closing:
             return parts
         part_start = line_end + 1
@@ -216,6 +242,15 @@ def decode_transfer_encoding(body: bytes, encoding: str | None) -> bytes | None:
 
 def decoded_body(entity: Entity) -> bytes | None:
     return decode_transfer_encoding(entity.body, entity.headers.get("content-transfer-encoding"))
+
+
+def decoded_body_span(entity: Entity) -> tuple[bytes, int, int] | None:
+    """`decoded_body` as (buffer, start, end): an identity encoding is not copied."""
+    encoding = (entity.headers.get("content-transfer-encoding") or "7bit").strip().lower()
+    if encoding in ("7bit", "8bit", "binary"):
+        return entity.data, entity.body_start, entity.body_end
+    decoded = decode_transfer_encoding(entity.body, encoding)
+    return None if decoded is None else (decoded, 0, len(decoded))
 
 
 def extract_address(value: str | None) -> str | None:

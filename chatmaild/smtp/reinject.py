@@ -43,11 +43,18 @@ def downstream_reply(code: int, text: str) -> Reply:
     return Reply(451, f"4.3.0 Error: unexpected reinjection reply {code} {text}".strip())
 
 
-def dot_stuff(data: bytes) -> bytes:
-    """Message bytes (no bare LF, ending in CRLF or empty) -> DATA payload with final dot."""
-    stuffed = data.replace(b"\r\n.", b"\r\n..")
-    if stuffed.startswith(b"."):
-        stuffed = b"." + stuffed
+def dot_stuff(data: bytes, unstuffed_dots: int | None = None) -> bytes:
+    """Message bytes (no bare LF, ending in CRLF or empty) -> DATA payload with final dot.
+
+    `unstuffed_dots` is what the receiving side counted (`Transaction.unstuffed_dots`): with
+    0 no line starts with a dot, and the search through the whole message is skipped.
+    """
+    if unstuffed_dots == 0 and not data.startswith(b"."):
+        stuffed = data
+    else:
+        stuffed = data.replace(b"\r\n.", b"\r\n..")
+        if stuffed.startswith(b"."):
+            stuffed = b"." + stuffed
     if stuffed and not stuffed.endswith(b"\r\n"):
         stuffed += b"\r\n"
     return stuffed + b".\r\n"
@@ -160,7 +167,7 @@ class Reinjector:
                 to = b"TO:<" + rcpt.encode("utf-8", "surrogateescape") + b">"
                 await self._command(smtp, (b"RCPT", to), (250, 251))
             await self._command(smtp, (b"DATA",), (354,))
-            smtp.protocol.write(dot_stuff(tx.data))
+            smtp.protocol.write(dot_stuff(tx.data, tx.unstuffed_dots))
             reply = await smtp.protocol.read_response(timeout=self.timeout)
             if reply.code != 250:
                 raise _Downstream(downstream_reply(reply.code, reply.message))
