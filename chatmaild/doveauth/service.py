@@ -11,17 +11,26 @@ import asyncio
 import json
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..mailbox import PASSWORD, InvalidAddress, Mailboxes
+from ..metrics.doveauth import DoveauthMetrics
 from . import hashing, rules, sysres
 
 log = logging.getLogger("chatmaild.doveauth")
 
 
 class DoveauthService:
-    def __init__(self, config, workers: int | None = None, read_resources=None):
+    def __init__(self, config, workers: int | None = None, read_resources=None, metrics=None):
         self.config = config
+        self.metrics = metrics if metrics is not None else DoveauthMetrics()
+        lookups = self.metrics.lookup
+        self._userdb_found = lookups[("userdb", "found")]
+        self._userdb_notfound = lookups[("userdb", "notfound")]
+        self._passdb_found = lookups[("passdb", "found")]
+        self._passdb_notfound = lookups[("passdb", "notfound")]
+        self._passdb_created = lookups[("passdb", "created")]
         self.mailboxes = Mailboxes(config.mailboxes_dir, config.address_domain)
         self._home_prefix = str(config.mailboxes_dir) + "/"
         self._read_resources = read_resources or sysres.read_resources
@@ -33,19 +42,28 @@ class DoveauthService:
 
     def lookup(self, key, user):
         if key.startswith(rules.USERDB_PREFIX):
-            return self.userdb_lookup(key[len(rules.USERDB_PREFIX) :])
+            result = self.userdb_lookup(key[len(rules.USERDB_PREFIX) :])
+            (self._userdb_notfound if result is None else self._userdb_found).inc()
+            return result
         if key.startswith(rules.PASSDB_PREFIX):
             parsed = rules.split_passdb_key(key[len(rules.PASSDB_PREFIX) :])
             if parsed is None:
                 log.warning("passdb key without user part ignored")
+                self.metrics.lookup[("passdb", "failed")].inc()
                 return None
             password, addr = parsed
-            return self.passdb_lookup(addr, password)
+            result = self.passdb_lookup(addr, password)
+            if result is None:
+                self._passdb_notfound.inc()
+            elif isinstance(result, str):
+                self._passdb_found.inc()
+            return result
         return None
 
     def iterate(self, path, user, flags):
         if not rules.USERDB_PREFIX.startswith(path) and not path.startswith(rules.USERDB_PREFIX):
             return ()
+        self.metrics.lookup[("iterate", "found")].inc()
         return asyncio.get_running_loop().run_in_executor(None, self._userdb_rows)
 
     def commit(self, txn):
@@ -109,6 +127,7 @@ class DoveauthService:
             problem = rules.creation_problem(addr, password, self.config)
             if problem is not None:
                 log.info("not creating %s: %s", addr, problem)
+                self.metrics.rejected_for(problem)
                 return None
             pending = self._start_creation(self.mailboxes.user(addr), password)
         return self._answer_creation(addr, pending)
@@ -131,24 +150,34 @@ class DoveauthService:
 
     async def _answer_creation(self, addr, pending):
         stored = await asyncio.shield(pending)
-        return None if stored is None else self.record(addr, stored)
+        if stored is None:
+            self._passdb_notfound.inc()
+            return None
+        self._passdb_created.inc()
+        return self.record(addr, stored)
 
     def _create(self, user, password):
         """In a worker thread: the system checks, hashing and exactly-once creation."""
         config = self.config
         if os.path.exists(config.nocreate_file):
             log.info("not creating %s: %s exists", user.addr, config.nocreate_file)
+            self.metrics.rejected("nocreate")
             return None
         problem = rules.resource_problem(self._read_resources(config.mailboxes_dir), config)
         if problem is not None:
             log.warning("registration rejected: %s", problem)
+            self.metrics.rejected_for(problem)
             return None
         try:
+            started = time.perf_counter()
             password_hash = hashing.hash_password(password)
+            self.metrics.hash_seconds.observe(time.perf_counter() - started)
         except ValueError as exc:
             log.warning("not creating %s: %s", user.addr, exc)
+            self.metrics.rejected("other")
             return None
         stored = user.create(password_hash)
         if stored == password_hash:
             log.info("Created address: %s", user.addr)
+            self.metrics.accounts_created.inc()
         return stored

@@ -6,6 +6,7 @@ import os
 
 from ..config import load_config_or_exit
 from ..dictproxy import run_dict_service
+from ..metrics.exporter import ExportingService
 from .service import LastLoginService
 
 
@@ -17,7 +18,10 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = load_config_or_exit(args.config)
     os.makedirs(os.path.dirname(os.path.abspath(args.socket)), exist_ok=True)
-    run_dict_service(args.socket, LastLoginService(config))
+    service = LastLoginService(config)
+    if config.metrics_lastlogin:
+        service = ExportingService(service, config.metrics_lastlogin, service.metrics.registry)
+    run_dict_service(args.socket, service)
 
 
 if __name__ == "__main__":

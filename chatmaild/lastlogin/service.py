@@ -7,6 +7,7 @@ touches the file when the day changed, so most commits cost one stat.
 import logging
 
 from ..mailbox import InvalidAddress, Mailboxes
+from ..metrics.lastlogin import LastloginMetrics
 
 log = logging.getLogger("chatmaild.lastlogin")
 
@@ -26,8 +27,12 @@ def parse_timestamp(value: str) -> int | None:
 
 
 class LastLoginService:
-    def __init__(self, config):
+    def __init__(self, config, metrics=None):
         self.mailboxes = Mailboxes(config.mailboxes_dir, config.address_domain)
+        self.metrics = metrics if metrics is not None else LastloginMetrics()
+        self._updated = self.metrics.set_result["updated"]
+        self._unchanged = self.metrics.set_result["unchanged"]
+        self._failed = self.metrics.set_result["failed"]
 
     def lookup(self, key, user):
         return None
@@ -48,9 +53,11 @@ class LastLoginService:
             user = self.mailboxes.user(addr)
         except InvalidAddress as exc:
             log.warning("last-login ignored: %s", exc)
+            self._failed.inc()
             return
         timestamp = parse_timestamp(value)
         if timestamp is None:
             log.warning("last-login for %s ignored: bad timestamp %r", addr, value[:40])
+            self._failed.inc()
             return
-        user.set_last_login(timestamp)
+        (self._updated if user.set_last_login(timestamp) else self._unchanged).inc()

@@ -1,0 +1,351 @@
+#!/usr/bin/env python3
+"""Load benchmark of filtermail (outgoing mode) with real OpenPGP-encrypted messages.
+
+The filter runs as its own process (`python -m chatmaild.filtermail INI outgoing`) and
+re-injects into Postfix's `smtp-sink`. Load comes from Postfix's `smtp-source` (C, one
+connection per message like Postfix's before-queue proxy), so the load client is never the
+bottleneck; the fixed-rate latency phase uses a small lock-step asyncio client that
+timestamps each transaction.
+
+Phases (each also run straight against the sink, as the ceiling):
+1. throughput per message size (~4 KB, ~50 KB, ~1 MB) at --sessions concurrent sessions:
+   msgs/s, ratio to the ceiling, filter CPU-seconds per 1000 messages (/proc/<pid>/stat);
+2. latency at a fixed offered rate (--rate msg/s, 4 KB): p50/p99 of connect -> final reply;
+3. slow sink: the sink answers the final dot after 1 s, --slow-sessions sessions: msgs/s;
+peak RSS (VmHWM) of each filter process is reported per phase.
+
+    python benchmarks/bench_filtermail.py [--quick] [--json]
+
+Targets (issue 3): >= 20% of the ceiling, <= 0.5 CPU-s per 1000 msgs, p99 <= 10 ms at
+200 msg/s, >= 80 msg/s with the slow sink at 100 sessions, peak RSS <= 60 MB at 100 sessions.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from filtermail_samples import armor, encrypt, encrypted_mail  # noqa: E402
+
+SENDER = "alice@chat.example"
+RECIPIENT = "bob@other.example"
+SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+SIZES = {"4KB": 4 * 1024, "50KB": 50 * 1024, "1MB": 1024 * 1024}
+
+
+def make_message(target: int) -> bytes:
+    """An encrypted RFC 3156 mail of about `target` bytes (CRLF line ends)."""
+    payload = max(64, int(target * 0.72) - 900)
+    return encrypted_mail(armor(encrypt(("x25519",), payload)), sender=SENDER, to=RECIPIENT)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+class Sink:
+    """Postfix smtp-sink on an ephemeral port; `delay`: seconds before answering the dot."""
+
+    def __init__(self, delay: float = 0.0):
+        self.port = free_port()
+        argv = [SMTP_SINK, "-u", "nobody"]
+        if delay:
+            argv += ["-W", f".:{delay:g}"]
+        argv += [f"127.0.0.1:{self.port}", "1024"]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
+class FilterProcess:
+    """The real daemon, outgoing mode, re-injecting into `reinject_port`."""
+
+    def __init__(self, workdir: Path, reinject_port: int, name: str):
+        self.port = free_port()
+        ini = workdir / f"{name}.ini"
+        ini.write_text(
+            "[params]\n"
+            "mail_domain = chat.example\n"
+            f"mailboxes_dir = {workdir}/mailboxes\n"
+            f"filtermail_smtp_port = {self.port}\n"
+            f"postfix_reinject_port = {reinject_port}\n"
+            "max_user_send_per_minute = 100000000\n"
+            "max_user_send_burst_size = 100000000\n"
+        )
+        self.log_path = workdir / f"{name}.log"
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "chatmaild.filtermail", str(ini), "outgoing"],
+                env=env,
+                stdout=log,
+                stderr=log,
+            )
+        wait_port(self.port)
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def accepted(self) -> int:
+        return self.log_path.read_text().count("Outgoing: Filtering encrypted mail.")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def smtp_source(port: int, msgfile: Path, sessions: int, count: int) -> float:
+    """Send `count` messages over `sessions` parallel sessions; seconds taken."""
+    argv = [SMTP_SOURCE, "-s", str(sessions), "-m", str(count)]
+    argv += ["-f", SENDER, "-t", RECIPIENT, "-F", str(msgfile), f"127.0.0.1:{port}"]
+    start = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"smtp-source failed: {proc.stderr.strip()[-500:]}")
+    return elapsed
+
+
+# -- fixed-rate latency client ---------------------------------------------------------------
+
+
+async def _reply(reader) -> int:
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionError("closed")
+        if line[3:4] != b"-":
+            return int(line[:3])
+
+
+async def _transaction(port: int, stuffed: bytes) -> float:
+    start = time.perf_counter()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await _reply(reader)
+        for command, expected in (
+            (b"EHLO bench.test\r\n", 250),
+            (f"MAIL FROM:<{SENDER}>\r\n".encode(), 250),
+            (f"RCPT TO:<{RECIPIENT}>\r\n".encode(), 250),
+            (b"DATA\r\n", 354),
+            (stuffed, 250),
+        ):
+            writer.write(command)
+            code = await _reply(reader)
+            if code != expected:
+                raise RuntimeError(f"unexpected reply {code}")
+        elapsed = time.perf_counter() - start
+        writer.write(b"QUIT\r\n")
+    finally:
+        writer.close()
+    return elapsed
+
+
+async def fixed_rate(port: int, message: bytes, rate: float, seconds: float) -> dict:
+    stuffed = message.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    count = int(rate * seconds)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    tasks = []
+    for i in range(count):
+        delay = start + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(_transaction(port, stuffed)))
+    offered_for = loop.time() - start
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    latencies = sorted(r for r in results if isinstance(r, float))
+    failures = len(results) - len(latencies)
+
+    def pct(p):
+        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000
+
+    return {
+        "messages": count,
+        "offered_rate": round(count / offered_for, 1),
+        "failures": failures,
+        "p50_ms": round(pct(50), 2) if latencies else None,
+        "p99_ms": round(pct(99), 2) if latencies else None,
+    }
+
+
+def run_fixed_rate(port, message, rate, seconds):
+    try:
+        import uvloop
+
+        return uvloop.run(fixed_rate(port, message, rate, seconds))
+    except ImportError:
+        return asyncio.run(fixed_rate(port, message, rate, seconds))
+
+
+# -- phases ------------------------------------------------------------------------------------
+
+
+def throughput(workdir: Path, sizes, counts, sessions: int) -> dict:
+    results = {}
+    sent = 0
+    sink = Sink()
+    filt = FilterProcess(workdir, sink.port, "throughput")
+    try:
+        for label in sizes:
+            message = make_message(SIZES[label])
+            msgfile = workdir / f"msg-{label}.txt"
+            msgfile.write_bytes(message.replace(b"\r\n", b"\n"))
+            count = counts[label]
+            smtp_source(sink.port, msgfile, sessions, max(sessions, count // 10))  # warm-up
+            smtp_source(filt.port, msgfile, sessions, max(sessions, count // 10))
+            sent += max(sessions, count // 10) + count
+            ceiling_s = smtp_source(sink.port, msgfile, sessions, count)
+            cpu0 = filt.cpu_seconds()
+            filter_s = smtp_source(filt.port, msgfile, sessions, count)
+            cpu = filt.cpu_seconds() - cpu0
+            results[label] = {
+                "message_bytes": len(message),
+                "messages": count,
+                "sessions": sessions,
+                "ceiling_msgs_per_s": round(count / ceiling_s, 1),
+                "filter_msgs_per_s": round(count / filter_s, 1),
+                "ratio_to_ceiling": round(ceiling_s / filter_s, 3),
+                "filter_cpu_s_per_1000": round(cpu / count * 1000, 3),
+            }
+        results["peak_rss_mb"] = round(filt.peak_rss_mb(), 1)
+        # every message must have gone through the policy (one decision line each)
+        results["accepted_logged"] = filt.accepted()
+        if results["accepted_logged"] != sent:
+            raise RuntimeError(f"filter logged {results['accepted_logged']} of {sent} messages")
+    finally:
+        filt.stop()
+        sink.stop()
+    return results
+
+
+def latency(workdir: Path, rate: float, seconds: float) -> dict:
+    sink = Sink()
+    filt = FilterProcess(workdir, sink.port, "latency")
+    try:
+        message = make_message(SIZES["4KB"])
+        run_fixed_rate(filt.port, message, rate, 1.0)  # warm-up
+        ceiling = run_fixed_rate(sink.port, message, rate, seconds)
+        through = run_fixed_rate(filt.port, message, rate, seconds)
+        return {"rate": rate, "ceiling": ceiling, "filter": through}
+    finally:
+        filt.stop()
+        sink.stop()
+
+
+def slow_sink(workdir: Path, sessions: int, count: int) -> dict:
+    sink = Sink(delay=1.0)
+    filt = FilterProcess(workdir, sink.port, "slow")
+    try:
+        message = make_message(SIZES["4KB"])
+        msgfile = workdir / "msg-slow.txt"
+        msgfile.write_bytes(message.replace(b"\r\n", b"\n"))
+        ceiling_s = smtp_source(sink.port, msgfile, sessions, count)
+        filter_s = smtp_source(filt.port, msgfile, sessions, count)
+        return {
+            "sessions": sessions,
+            "messages": count,
+            "ceiling_msgs_per_s": round(count / ceiling_s, 1),
+            "filter_msgs_per_s": round(count / filter_s, 1),
+            "peak_rss_mb": round(filt.peak_rss_mb(), 1),
+        }
+    finally:
+        filt.stop()
+        sink.stop()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quick", action="store_true", help="a smaller run (~30 s)")
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--rate-seconds", type=float, default=10.0)
+    parser.add_argument("--slow-sessions", type=int, default=100)
+    args = parser.parse_args(argv)
+    for tool in (SMTP_SINK, SMTP_SOURCE):
+        if not Path(tool).exists():
+            sys.exit(f"needs {tool} (Debian package postfix)")
+
+    scale = 0.25 if args.quick else 1.0
+    counts = {"4KB": int(4000 * scale), "50KB": int(1500 * scale), "1MB": int(120 * scale)}
+    with tempfile.TemporaryDirectory(prefix="bench-filtermail-") as tmp:
+        workdir = Path(tmp)
+        os.chmod(workdir, 0o755)
+        results = {
+            "throughput": throughput(workdir, list(SIZES), counts, args.sessions),
+            "latency": latency(workdir, args.rate, args.rate_seconds * scale),
+            "slow_sink": slow_sink(
+                workdir, args.slow_sessions, int(args.slow_sessions * 8 * scale)
+            ),
+        }
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    tp = results["throughput"]
+    print(f"throughput, {args.sessions} sessions, one connection per message:")
+    for label in SIZES:
+        r = tp[label]
+        print(
+            f"  {label:>5} ({r['message_bytes']} B, {r['messages']} msgs): "
+            f"filter {r['filter_msgs_per_s']} msg/s, ceiling {r['ceiling_msgs_per_s']} msg/s, "
+            f"ratio {r['ratio_to_ceiling']:.1%}, "
+            f"filter CPU {r['filter_cpu_s_per_1000']} s/1000 msgs"
+        )
+    print(f"  peak RSS {tp['peak_rss_mb']} MB")
+    lat = results["latency"]
+    for name in ("ceiling", "filter"):
+        r = lat[name]
+        print(
+            f"latency at {r['offered_rate']} msg/s offered ({name}): p50 {r['p50_ms']} ms, "
+            f"p99 {r['p99_ms']} ms, failures {r['failures']}"
+        )
+    slow = results["slow_sink"]
+    print(
+        f"slow sink (1 s per message), {slow['sessions']} sessions: filter "
+        f"{slow['filter_msgs_per_s']} msg/s (ceiling {slow['ceiling_msgs_per_s']} msg/s), "
+        f"peak RSS {slow['peak_rss_mb']} MB"
+    )
+
+
+if __name__ == "__main__":
+    main()

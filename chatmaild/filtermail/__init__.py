@@ -1,0 +1,1 @@
+"""filtermail: the before-queue SMTP content filters of a chatmail relay."""

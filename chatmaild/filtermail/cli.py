@@ -1,0 +1,61 @@
+"""`filtermail CONFIG outgoing|incoming`: start one filter, stop cleanly on SIGTERM/SIGINT."""
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from chatmaild.config import load_config_or_exit
+from chatmaild.metrics.exporter import start_exporter
+from chatmaild.metrics.filtermail import FiltermailMetrics
+
+from .app import LISTEN_HOST, MODES, build_server
+
+log = logging.getLogger("filtermail")
+
+
+async def serve(config, mode: str, backlog: int) -> None:
+    metrics = FiltermailMetrics(mode)
+    server, reinjector = build_server(config, mode, backlog=backlog, metrics=metrics)
+    await server.start()
+    metrics_spec = getattr(config, f"metrics_filtermail_{mode}")
+    exporter = await start_exporter(metrics_spec, metrics.registry)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info(
+        "filtermail %s listening on %s:%d, reinjecting to %s:%d",
+        mode,
+        LISTEN_HOST,
+        server.port,
+        reinjector.host,
+        reinjector.port,
+    )
+    await stop.wait()
+    log.info("filtermail %s shutting down", mode)
+    if exporter is not None:
+        exporter.close()
+    await server.shutdown(grace=10.0)
+    await reinjector.close()
+    if exporter is not None:
+        await exporter.wait_closed()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="filtermail", description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="path to chatmail.ini")
+    parser.add_argument("mode", choices=MODES)
+    parser.add_argument(
+        "--backlog", type=int, default=1024, help="listen backlog (default: %(default)s)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    config = load_config_or_exit(args.config)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(config, args.mode, args.backlog))
+    else:
+        uvloop.run(serve(config, args.mode, args.backlog))

@@ -1,0 +1,1 @@
+"""chatmail-metadata: IMAP METADATA dict service (device tokens, relay facts) and push notifier."""

@@ -1,0 +1,5 @@
+import sys
+
+from chatmaild.metrics.logmetrics import main
+
+sys.exit(main())

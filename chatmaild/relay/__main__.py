@@ -1,0 +1,3 @@
+from chatmaild.relay.cli import main
+
+main()

@@ -1,0 +1,127 @@
+"""`python -m chatmaild.relay up|down|status|render`: wiring and signals only."""
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from chatmaild.relay.instance import DEFAULT_STATE_DIR, Relay, RelayError
+
+
+def _parser():
+    p = argparse.ArgumentParser(
+        prog="python -m chatmaild.relay",
+        description="Run a complete chatmail relay (Postfix, Dovecot, chatmaild daemons) here.",
+    )
+    p.add_argument("command", choices=["up", "down", "status", "render"])
+    p.add_argument(
+        "--config",
+        help="chatmail.ini to use (default: an embedded demo config for chat.example); "
+        "for `render`, the ini of the server to render for",
+    )
+    p.add_argument(
+        "--state-dir",
+        default=str(DEFAULT_STATE_DIR),
+        help="where configs, queue, sockets, logs and mailboxes live "
+        f"(default {DEFAULT_STATE_DIR})",
+    )
+    p.add_argument("--netns", help="run the relay inside this private network namespace")
+    p.add_argument(
+        "--foreground",
+        action="store_true",
+        help="with up: stay until Ctrl-C/SIGTERM, then tear everything down",
+    )
+    p.add_argument(
+        "--out",
+        help="with render: write the production configuration under this directory",
+    )
+    return p
+
+
+def _log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum, frame):
+    raise _Stop(signal.Signals(signum).name)
+
+
+def cmd_up(args):
+    relay = Relay(args.state_dir, config_path=args.config, netns=args.netns, log=_log)
+    if not args.foreground:
+        relay.up()
+        print(relay.client_info(), flush=True)
+        return 0
+    # Handlers, not a blocked signal mask: children would inherit the mask and then
+    # ignore the SIGTERM that stops them.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_stop)
+    try:
+        relay.up()  # on a signal during start-up, up() itself tears down
+        print(relay.client_info(), flush=True)
+        print("Running in the foreground: Ctrl-C stops the relay.", flush=True)
+        while True:
+            signal.pause()
+    except _Stop as e:
+        _log(f"got {e}: stopping the relay")
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        relay.down()
+        _log("relay stopped")
+    return 0
+
+
+def cmd_down(args):
+    relay = Relay.from_state(args.state_dir, log=_log)
+    relay.down()
+    _log(f"relay in {relay.state_dir} stopped")
+    return 0
+
+
+def cmd_status(args):
+    relay = Relay.from_state(args.state_dir, log=_log)
+    status = relay.status()
+    where = f" (network namespace {relay.netns})" if relay.netns else ""
+    print(f"relay in {relay.state_dir}{where}, domain {relay.config.mail_domain}")
+    for name, running in status.items():
+        print(f"  {name:22} {'running' if running else 'stopped'}")
+    for name in relay.skipped:
+        print(f"  {name:22} not in this checkout")
+    return 0 if status and all(status.values()) else 1
+
+
+def cmd_render(args):
+    from chatmaild.config import load_config_or_exit
+    from chatmaild.relay.render import production_layout, push_script_text, render_relay
+
+    if not args.config or not args.out:
+        _log("render needs --config INI and --out DIR")
+        return 2
+    config = load_config_or_exit(args.config)
+    layout = production_layout(config, push=push_script_text() is not None)
+    out = Path(args.out)
+    for path, text in render_relay(config, layout).items():
+        target = out / path.relative_to("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        print(target)
+    return 0
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    if args.command != "render" and os.geteuid() != 0:
+        _log("the relay runs Postfix and Dovecot: run this as root")
+        return sys.exit(1)
+    handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "render": cmd_render}
+    try:
+        sys.exit(handler[args.command](args))
+    except RelayError as e:
+        _log(f"error: {e}")
+        sys.exit(1)

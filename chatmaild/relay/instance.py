@@ -1,0 +1,593 @@
+"""A whole chatmail relay on this machine: private Postfix + Dovecot + our daemons.
+
+Everything lives under one state directory (configs, queue, sockets, logs, mailboxes,
+certificate) and optionally inside a private network namespace. `Relay` is used by the
+`python -m chatmaild.relay` command and by the end-to-end test fixture; its state file
+(`relay.json`) lets `down` and `status` find what an earlier `up` started.
+"""
+
+import contextlib
+import grp
+import json
+import os
+import pwd
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from chatmaild.relay import netns as netns_mod
+from chatmaild.relay.daemons import relay_daemons
+from chatmaild.relay.render import local_layout, push_script_text, render_relay, substitute
+
+APT_PACKAGES = ["postfix", "dovecot-core", "dovecot-imapd", "dovecot-lmtpd"]
+REQUIRED_FILES = [
+    "/usr/sbin/postfix",
+    "/usr/sbin/dovecot",
+    "/usr/lib/dovecot/imap",
+    "/usr/lib/dovecot/lmtp",
+]
+VMAIL = "vmail"
+DEFAULT_DOMAIN = "chat.example"
+DEFAULT_STATE_DIR = Path("/tmp/chatmaild-relay")
+STATE_FILE = "relay.json"
+POSTFIX_PORTS = (25, 465, 587)
+IMAP_PORT = 993
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 5.0
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class RelayError(Exception):
+    """Bringing the relay up or down failed; the text says what and where to look."""
+
+
+def _read_template(name):
+    from importlib import resources
+
+    return resources.files("chatmaild.relay").joinpath("templates", name).read_text()
+
+
+def default_ini_text(state_dir, mail_domain=DEFAULT_DOMAIN, notification_url=None):
+    text = substitute(
+        _read_template("default-chatmail.ini"),
+        {
+            "state_dir": state_dir,
+            "mail_domain": mail_domain,
+            "notification_url": notification_url or "https://notifications.delta.chat/notify",
+        },
+    )
+    return text
+
+
+def ensure_packages(log):
+    """apt-get install Postfix and Dovecot, only when something is missing."""
+    if all(Path(p).exists() for p in REQUIRED_FILES):
+        return
+    log(f"installing {' '.join(APT_PACKAGES)} with apt-get")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-q", *APT_PACKAGES], check=True, env=env)
+
+
+def ensure_vmail(log):
+    try:
+        return pwd.getpwnam(VMAIL)
+    except KeyError:
+        pass
+    log(f"creating system user {VMAIL}")
+    subprocess.run(
+        [
+            "useradd",
+            "--system",
+            "--user-group",
+            "--home-dir",
+            "/home/vmail",
+            "--create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            VMAIL,
+        ],
+        check=True,
+    )
+    return pwd.getpwnam(VMAIL)
+
+
+def make_certificate(cert, key, domain):
+    """A self-signed certificate for `domain` and 127.0.0.1 (kept if already there)."""
+    if cert.exists() and key.exists():
+        return
+    cert.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "365",
+            "-subj",
+            f"/CN={domain}",
+            "-addext",
+            f"subjectAltName=DNS:{domain},IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.chmod(key, 0o600)
+
+
+def unreachable_parent(path, uid):
+    """The first existing ancestor of `path` that user `uid` cannot traverse, or None.
+
+    Dovecot reads mailboxes as vmail: a state dir under e.g. /root (mode 0700) cannot work.
+    """
+    for parent in reversed(Path(path).resolve().parents):
+        try:
+            st = parent.stat()
+        except FileNotFoundError:
+            return None
+        can = st.st_mode & stat.S_IXOTH or (st.st_uid == uid and st.st_mode & stat.S_IXUSR)
+        if not can:
+            return parent
+    return None
+
+
+def _unix_socket_ready(path):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(0.5)
+    try:
+        sock.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours is not alive.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            return False
+    return True
+
+
+def _cmdline(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _tail(path, lines=15):
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class Relay:
+    """One relay instance rooted at `state_dir`."""
+
+    def __init__(
+        self,
+        state_dir=DEFAULT_STATE_DIR,
+        config_path=None,
+        netns=None,
+        mail_domain=DEFAULT_DOMAIN,
+        notification_url=None,
+        log=print,
+    ):
+        self.state_dir = Path(state_dir).resolve()
+        self.netns = netns
+        self.log = log
+        self._mail_domain = mail_domain
+        self._notification_url = notification_url
+        self._config_path = Path(config_path).resolve() if config_path else None
+        self.pids = {}
+        self.skipped = []
+        self.config = None
+        self.layout = None
+        self._daemon_prefix = None
+
+    # -- paths --------------------------------------------------------------------------
+
+    @property
+    def state_file(self):
+        return self.state_dir / STATE_FILE
+
+    @property
+    def log_dir(self):
+        return self.state_dir / "log"
+
+    @property
+    def config_path(self):
+        return self._config_path or self.state_dir / "chatmail.ini"
+
+    # -- state file ---------------------------------------------------------------------
+
+    def _save_state(self):
+        data = {
+            "config": str(self.config_path),
+            "netns": self.netns,
+            "pids": self.pids,
+            "skipped": self.skipped,
+        }
+        self.state_file.write_text(json.dumps(data, indent=1) + "\n")
+
+    @classmethod
+    def from_state(cls, state_dir=DEFAULT_STATE_DIR, log=print):
+        """The relay an earlier `up` left in `state_dir` (for down/status)."""
+        state_dir = Path(state_dir).resolve()
+        try:
+            data = json.loads((state_dir / STATE_FILE).read_text())
+        except (OSError, ValueError) as e:
+            raise RelayError(f"no relay state in {state_dir}: {e}") from None
+        relay = cls(state_dir, data.get("config"), data.get("netns"), log=log)
+        relay.pids = {k: int(v) for k, v in data.get("pids", {}).items()}
+        relay.skipped = list(data.get("skipped", []))
+        relay._load_config()
+        return relay
+
+    def _load_config(self):
+        from chatmaild.config import read_config
+
+        self.config = read_config(self.config_path)
+        push = push_script_text() is not None
+        uid = pwd.getpwnam(VMAIL).pw_uid if _has_user(VMAIL) else 500
+        self.layout = local_layout(self.state_dir, push=push, first_valid_uid=min(uid, 500))
+
+    # -- running commands ---------------------------------------------------------------
+
+    def in_netns(self, argv):
+        return [*netns_mod.exec_prefix(self.netns), *argv]
+
+    def _run(self, argv, what, **kwargs):
+        log_path = self.log_dir / "commands.log"
+        with open(log_path, "ab") as out:
+            out.write(f"$ {' '.join(map(str, argv))}\n".encode())
+            out.flush()
+            proc = subprocess.run(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, check=False, **kwargs
+            )
+        if proc.returncode != 0:
+            raise RelayError(f"{what} failed (exit {proc.returncode}):\n{_tail(log_path)}")
+
+    def _daemon_env(self):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _as_vmail_prefix(self):
+        """setpriv argv that runs a command as vmail.
+
+        The interpreter or the checkout may sit where vmail cannot read (e.g. a Python
+        under /root): then the daemons keep CAP_DAC_READ_SEARCH (read-only access) and
+        nothing more.
+        """
+        if self._daemon_prefix is not None:
+            return self._daemon_prefix
+        base = ["setpriv", f"--reuid={VMAIL}", f"--regid={VMAIL}", "--init-groups"]
+        probe = [sys.executable, "-c", "import chatmaild.relay"]
+        ok = subprocess.run(
+            [*base, *probe], env=self._daemon_env(), capture_output=True, check=False
+        )
+        if ok.returncode != 0:
+            base += ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+            self.log(f"note: {sys.executable} is not readable by {VMAIL}; daemons keep read access")
+        self._daemon_prefix = base
+        return base
+
+    # -- preparing ----------------------------------------------------------------------
+
+    def prepare(self):
+        """Everything before starting processes: packages, user, dirs, configs, cert."""
+        ensure_packages(self.log)
+        vmail = ensure_vmail(self.log)
+        blocked = unreachable_parent(self.state_dir, vmail.pw_uid)
+        if blocked is not None:
+            raise RelayError(
+                f"{VMAIL} cannot enter {blocked} (no search permission), so Dovecot could not"
+                f" reach mailboxes under {self.state_dir}: use a --state-dir elsewhere,"
+                f" e.g. {DEFAULT_STATE_DIR}"
+            )
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o755)  # vmail must traverse it
+        self.log_dir.mkdir(exist_ok=True)
+        if self._config_path is None:
+            self.config_path.write_text(
+                default_ini_text(self.state_dir, self._mail_domain, self._notification_url)
+            )
+        self._load_config()
+        layout, config = self.layout, self.config
+
+        postfix_uid = pwd.getpwnam("postfix").pw_uid
+        postfix_gid = grp.getgrnam("postfix").gr_gid
+        for d in (layout.postfix_config_dir, layout.dovecot_config_dir, layout.postfix_queue_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        layout.postfix_data_dir.mkdir(parents=True, exist_ok=True)
+        os.chown(layout.postfix_data_dir, postfix_uid, postfix_gid)
+        layout.dovecot_state_dir.mkdir(parents=True, exist_ok=True)
+        for sock in (layout.doveauth_socket, layout.metadata_socket, layout.lastlogin_socket):
+            sock.parent.mkdir(parents=True, exist_ok=True)
+            os.chown(sock.parent, vmail.pw_uid, vmail.pw_gid)
+        config.mailboxes_dir.mkdir(parents=True, exist_ok=True)
+        os.chown(config.mailboxes_dir, vmail.pw_uid, vmail.pw_gid)
+        for name in ("filtermail-outgoing", "filtermail-incoming"):
+            (self.log_dir / f"{name}.log").touch()
+
+        for path, text in render_relay(config, layout).items():
+            path.write_text(text)
+        make_certificate(layout.tls_cert, layout.tls_key, config.mail_domain)
+        # Creates the queue subdirectories and checks ownership.
+        self._run(["postfix", "-c", str(layout.postfix_config_dir), "check"], "postfix check")
+
+    # -- starting -----------------------------------------------------------------------
+
+    def start_daemon(self, daemon):
+        log_path = self.log_dir / f"{daemon.name}.log"
+        argv = self.in_netns(
+            [*self._as_vmail_prefix(), sys.executable, "-m", daemon.module, *daemon.args]
+        )
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env=self._daemon_env(),
+                start_new_session=True,
+            )
+        self.pids[daemon.name] = proc.pid
+        self._save_state()
+        return proc
+
+    def daemons(self):
+        return relay_daemons(self.config, self.layout)
+
+    def up(self):
+        """Prepare and start everything; returns when the relay accepts connections."""
+        if self.state_file.exists():
+            with contextlib.suppress(RelayError):
+                old = Relay.from_state(self.state_dir, log=self.log)
+                if any(old.status().values()):
+                    raise RelayError(
+                        f"a relay is already running from {self.state_dir}: run `down` first"
+                    )
+        self.prepare()
+        if self.netns:
+            names = [self.config.mail_domain, socket.gethostname()]
+            netns_mod.create(self.netns, names)
+        self.pids = {}
+        self.skipped = []
+        self._save_state()
+        try:
+            for daemon in self.daemons():
+                if not daemon.available():
+                    self.skipped.append(daemon.name)
+                    self.log(f"skipping {daemon.name}: {daemon.module} is not in this checkout")
+                    continue
+                self.start_daemon(daemon)
+            self._save_state()
+            dovecot_conf = self.layout.dovecot_config_dir / "dovecot.conf"
+            self._run(self.in_netns(["dovecot", "-c", str(dovecot_conf)]), "dovecot start")
+            self._run(
+                self.in_netns(["postfix", "-c", str(self.layout.postfix_config_dir), "start"]),
+                "postfix start",
+            )
+            self.wait_ready()
+        except BaseException:
+            self.down()
+            raise
+
+    def _checks(self):
+        """(what, ready?) callables for every listener of the relay."""
+        checks = []
+        for daemon in self.daemons():
+            if daemon.name in self.skipped:
+                continue
+            if daemon.socket is not None:
+                checks.append((daemon.name, lambda p=daemon.socket: _unix_socket_ready(p)))
+            else:
+                checks.append(
+                    (daemon.name, lambda p=daemon.port: netns_mod.tcp_port_open(self.netns, p))
+                )
+
+        def port_open(port):
+            return lambda: netns_mod.tcp_port_open(self.netns, port)
+
+        checks.append((f"dovecot:{IMAP_PORT}", port_open(IMAP_PORT)))
+        lmtp = self.layout.postfix_queue_dir / "private" / "dovecot-lmtp"
+        checks.append(("dovecot:lmtp", lambda: _unix_socket_ready(lmtp)))
+        ports = (
+            *POSTFIX_PORTS,
+            self.config.postfix_reinject_port,
+            self.config.postfix_reinject_port_incoming,
+        )
+        for port in ports:
+            checks.append((f"postfix:{port}", port_open(port)))
+        return checks
+
+    def wait_ready(self, timeout=READY_TIMEOUT, only=None):
+        deadline = time.monotonic() + timeout
+        pending = [(what, ok) for what, ok in self._checks() if only is None or what == only]
+        while pending:
+            for name, pid in self.pids.items():
+                if (only is None or name == only) and not _pid_alive(pid):
+                    raise RelayError(
+                        f"{name} exited at start:\n{_tail(self.log_dir / f'{name}.log')}"
+                    )
+            pending = [(what, ok) for what, ok in pending if not ok()]
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                names = ", ".join(what for what, _ in pending)
+                raise RelayError(
+                    f"not ready after {timeout:.0f} s: {names}; logs in {self.log_dir}"
+                )
+            time.sleep(0.05)
+
+    # -- stopping -----------------------------------------------------------------------
+
+    def _stop_pid(self, name, pid):
+        if not _pid_alive(pid):
+            return
+        module_hint = name.split("-")[0]
+        if module_hint not in _cmdline(pid):
+            return  # not ours any more (pid reused)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.02)
+        if _pid_alive(pid):
+            self.log(f"{name} did not stop on SIGTERM: killing it")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+    def stop_daemon(self, name):
+        pid = self.pids.pop(name, None)
+        if pid is not None:
+            self._stop_pid(name, pid)
+        self._save_state()
+
+    def restart_daemon(self, name):
+        """Stop and start one of our daemons; returns when it is ready again."""
+        (daemon,) = [d for d in self.daemons() if d.name == name]
+        self.stop_daemon(name)
+        self.start_daemon(daemon)
+        self.wait_ready(only=name)
+
+    def flush_queue(self):
+        """Ask Postfix to retry deferred mail now (e.g. after a dict daemon restarted)."""
+        self._run(["postfix", "-c", str(self.layout.postfix_config_dir), "flush"], "postfix flush")
+
+    def _postfix_master_pid(self):
+        try:
+            return int((self.layout.postfix_queue_dir / "pid" / "master.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _dovecot_master_pid(self):
+        try:
+            return int((self.layout.dovecot_base_dir / "master.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def down(self):
+        """Stop Postfix, Dovecot and our daemons; remove the network namespace."""
+        layout = self.layout
+        if layout is not None:
+            master = self._postfix_master_pid()
+            if master and _pid_alive(master):
+                with contextlib.suppress(RelayError):
+                    postfix_stop = ["postfix", "-c", str(layout.postfix_config_dir), "stop"]
+                    self._run(postfix_stop, "postfix stop")
+                self._wait_gone(master)
+            master = self._dovecot_master_pid()
+            if master and _pid_alive(master):
+                with contextlib.suppress(RelayError):
+                    self._run(
+                        ["dovecot", "-c", str(layout.dovecot_config_dir / "dovecot.conf"), "stop"],
+                        "dovecot stop",
+                    )
+                self._wait_gone(master)
+        for name in list(self.pids):
+            self.stop_daemon(name)
+        if self.netns:
+            netns_mod.delete(self.netns)
+        self._save_state()
+
+    def _wait_gone(self, pid, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    # -- status -------------------------------------------------------------------------
+
+    def status(self):
+        """{component: running?} for Postfix, Dovecot and each started daemon."""
+        result = {}
+        if self.layout is not None:
+            master = self._postfix_master_pid()
+            result["postfix"] = bool(master and _pid_alive(master))
+            master = self._dovecot_master_pid()
+            result["dovecot"] = bool(master and _pid_alive(master))
+        for name, pid in self.pids.items():
+            result[name] = _pid_alive(pid)
+        return result
+
+    # -- what to tell the user ----------------------------------------------------------
+
+    def client_info(self):
+        c = self.config
+        local = ("relaytest" * 4)[: c.username_max_length]
+        example = f"{local}@{c.mail_domain}"
+        lengths = (
+            str(c.username_min_length)
+            if c.username_min_length == c.username_max_length
+            else f"{c.username_min_length}-{c.username_max_length}"
+        )
+        host = f"{c.mail_domain} (mapped to 127.0.0.1 there)" if self.netns else "127.0.0.1"
+        where = (
+            f"inside network namespace {self.netns}"
+            f" (run clients with `ip netns exec {self.netns} ...`)"
+            if self.netns
+            else "on this machine's loopback (127.0.0.1)"
+        )
+        skipped = (
+            f"\nNot running (not in this checkout yet): {', '.join(self.skipped)}"
+            if self.skipped
+            else ""
+        )
+        return f"""\
+Chatmail relay for {c.mail_domain} is up {where}.
+State, logs and mailboxes: {self.state_dir} (config {self.config_path})
+
+Point a Delta Chat client at it (advanced login settings):
+  address    e.g. {example}
+             (any new address, local part of {lengths} characters [a-z0-9];
+             the account is created at the first login)
+  password   any password of at least {c.password_min_length} characters
+  IMAP       server {host}, port {IMAP_PORT}, SSL/TLS
+  SMTP       server {host}, port 465 SSL/TLS (or 587 STARTTLS)
+  certificate checks: accept invalid certificates (the certificate is self-signed)
+  port 25 takes mail from other servers (STARTTLS required){skipped}
+
+Stop it with: python -m chatmaild.relay down --state-dir {self.state_dir}"""
+
+
+def _has_user(name):
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False

@@ -1,0 +1,93 @@
+"""Private network namespaces for a relay: its own loopback, so fixed ports never clash.
+
+Processes are started inside with `ip netns exec NAME ...`, which also bind-mounts
+/etc/netns/NAME/hosts over /etc/hosts for them (the real /etc/hosts is never edited).
+`entered(name)` moves only the calling thread into the namespace: sockets created there
+stay bound to it, so a test can open client connections to the relay from Python.
+"""
+
+import contextlib
+import ctypes
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+CLONE_NEWNET = 0x40000000
+NETNS_RUN_DIR = Path("/run/netns")
+NETNS_ETC_DIR = Path("/etc/netns")
+
+
+def exec_prefix(name):
+    """argv prefix that runs a command inside the namespace (empty for None)."""
+    return ["ip", "netns", "exec", name] if name else []
+
+
+def exists(name):
+    return (NETNS_RUN_DIR / name).exists()
+
+
+def hosts_text(hostnames):
+    names = " ".join(dict.fromkeys(["localhost", *hostnames]))
+    return f"127.0.0.1\t{names}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+
+
+def create(name, hostnames):
+    """Create the namespace with lo up and a hosts file mapping `hostnames` to 127.0.0.1."""
+    if not exists(name):
+        subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run([*exec_prefix(name), "ip", "link", "set", "lo", "up"], check=True)
+    etc = NETNS_ETC_DIR / name
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "hosts").write_text(hosts_text(hostnames))
+
+
+def delete(name):
+    """Remove the namespace and its /etc/netns/NAME (processes must be gone already)."""
+    if exists(name):
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+    etc = NETNS_ETC_DIR / name
+    if etc.is_dir():
+        for child in etc.iterdir():
+            child.unlink()
+        etc.rmdir()
+
+
+def _setns(fd):
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+@contextlib.contextmanager
+def entered(name):
+    """Run the body with the calling thread inside namespace `name` (None: no change)."""
+    if not name:
+        yield
+        return
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(NETNS_RUN_DIR / name, os.O_RDONLY)
+    try:
+        _setns(target)
+        try:
+            yield
+        finally:
+            _setns(own)
+    finally:
+        os.close(target)
+        os.close(own)
+
+
+def tcp_port_open(name, port, host="127.0.0.1", timeout=0.5):
+    """Whether something accepts connections on host:port inside the namespace."""
+    with entered(name):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect((host, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()

@@ -1,0 +1,238 @@
+"""Postfix and Dovecot configuration of a chatmail relay, rendered from chatmail.ini.
+
+`render_relay(config, layout)` is pure: it returns {absolute path: file text} and writes
+nothing. The same templates serve a production server (`production_layout`, the paths of a
+Debian relay) and a private test relay under one directory (`local_layout`).
+"""
+
+import dataclasses
+import functools
+import re
+from importlib import resources
+from pathlib import Path
+
+TEMPLATE_PACKAGE = "chatmaild.relay"
+PLACEHOLDER = re.compile(r"\{\{ ([a-z0-9_]+) \}\}")
+
+# Rendered file (relative to its config dir) -> template (relative to templates/).
+# The map files carry a .cf suffix in the package so that they are package data.
+POSTFIX_FILES = {
+    "main.cf": "postfix/main.cf",
+    "master.cf": "postfix/master.cf",
+    "login_map": "postfix/login_map.cf",
+    "submission_header_cleanup": "postfix/submission_header_cleanup.cf",
+}
+DOVECOT_FILES = {
+    "dovecot.conf": "dovecot/dovecot.conf",
+    "auth.conf": "dovecot/auth.conf",
+}
+PUSH_SCRIPT = ("chatmaild.metadata", "push_notification.lua")
+LMTP_PUSH_PLUGINS = "mail_lua notify push_notification push_notification_lua"
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where one relay's files, directories and sockets live, and its instance knobs."""
+
+    postfix_config_dir: Path
+    postfix_queue_dir: Path
+    postfix_data_dir: Path
+    dovecot_config_dir: Path
+    tls_cert: Path
+    tls_key: Path
+    doveauth_socket: Path
+    metadata_socket: Path
+    lastlogin_socket: Path
+    # None: push notifications are not wired (the Lua script is not installed).
+    push_notification_lua: Path | None
+    # Private instance settings; None means the system default (syslog, /run/dovecot, ...).
+    postfix_log: Path | None = None
+    dovecot_base_dir: Path | None = None
+    dovecot_state_dir: Path | None = None
+    dovecot_log: Path | None = None
+    dovecot_instance_name: str | None = None
+    chroot: bool = True
+    inet_interfaces: str = "all"
+    inet_protocols: str = "all"
+    mynetworks: str = "127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128"
+    dovecot_listen: str = "*, ::"
+    alias_maps: str = "hash:/etc/aliases"
+    # Milter that DKIM-signs reinjected outgoing mail; "" for none.
+    dkim_milter: str = "unix:opendkim/opendkim.sock"
+    first_valid_uid: int = 500
+    default_client_limit: int = 20000
+    imap_process_limit: int = 50000
+    imap_login_min_avail: int = 10
+
+
+def _truthy(value):
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def production_layout(config, push=True):
+    """The paths of a Debian chatmail relay (as deployed by chatmail's cmdeploy)."""
+    ipv4_only = _truthy(config.params.get("disable_ipv6", "false"))
+    return Layout(
+        postfix_config_dir=Path("/etc/postfix"),
+        postfix_queue_dir=Path("/var/spool/postfix"),
+        postfix_data_dir=Path("/var/lib/postfix"),
+        dovecot_config_dir=Path("/etc/dovecot"),
+        tls_cert=Path(f"/var/lib/acme/live/{config.mail_domain}/fullchain"),
+        tls_key=Path(f"/var/lib/acme/live/{config.mail_domain}/privkey"),
+        doveauth_socket=Path("/run/doveauth/doveauth.socket"),
+        metadata_socket=Path("/run/chatmail-metadata/metadata.socket"),
+        lastlogin_socket=Path("/run/chatmail-lastlogin/lastlogin.socket"),
+        push_notification_lua=Path("/etc/dovecot/push_notification.lua") if push else None,
+        inet_protocols="ipv4" if ipv4_only else "all",
+        mynetworks="127.0.0.0/8" if ipv4_only else Layout.mynetworks,
+        dovecot_listen="*" if ipv4_only else Layout.dovecot_listen,
+        dkim_milter="" if config.ipv4_relay else Layout.dkim_milter,
+    )
+
+
+def local_layout(state_dir, push=True, first_valid_uid=500):
+    """A private relay instance with every file, socket and log under `state_dir`.
+
+    Loopback only, no chroot, no syslog, no aliases, no DKIM milter (the test relay has
+    no opendkim), small Dovecot process pools.
+    """
+    s = Path(state_dir)
+    return Layout(
+        postfix_config_dir=s / "postfix",
+        postfix_queue_dir=s / "spool",
+        postfix_data_dir=s / "postfix-data",
+        dovecot_config_dir=s / "dovecot",
+        tls_cert=s / "tls" / "cert.pem",
+        tls_key=s / "tls" / "key.pem",
+        doveauth_socket=s / "run" / "doveauth" / "doveauth.socket",
+        metadata_socket=s / "run" / "chatmail-metadata" / "metadata.socket",
+        lastlogin_socket=s / "run" / "chatmail-lastlogin" / "lastlogin.socket",
+        push_notification_lua=(s / "dovecot" / "push_notification.lua") if push else None,
+        postfix_log=s / "log" / "postfix.log",
+        dovecot_base_dir=s / "dovecot-run",
+        dovecot_state_dir=s / "dovecot-state",
+        dovecot_log=s / "log" / "dovecot.log",
+        dovecot_instance_name="chatmaild-" + s.name,
+        chroot=False,
+        inet_interfaces="127.0.0.1",
+        inet_protocols="ipv4",
+        mynetworks="127.0.0.0/8",
+        dovecot_listen="127.0.0.1",
+        alias_maps="",
+        dkim_milter="",
+        first_valid_uid=first_valid_uid,
+        default_client_limit=1000,
+        imap_process_limit=1000,
+        imap_login_min_avail=1,
+    )
+
+
+@functools.cache
+def _template(name):
+    return resources.files(TEMPLATE_PACKAGE).joinpath("templates", name).read_text()
+
+
+def substitute(template, values):
+    """Replace every `{{ name }}`; a name without a value is a bug (KeyError)."""
+    return PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), template)
+
+
+def _postfix_instance(layout):
+    if layout.postfix_log is None:
+        return ""
+    return "\n".join(
+        [
+            "# Private instance: everything under one directory, logs to a file.",
+            f"queue_directory = {layout.postfix_queue_dir}",
+            f"data_directory = {layout.postfix_data_dir}",
+            f"maillog_file = {layout.postfix_log}",
+            f"maillog_file_prefixes = {layout.postfix_log.parent}",
+            "",
+        ]
+    )
+
+
+def _dovecot_instance(layout):
+    lines = []
+    if layout.dovecot_instance_name:
+        lines.append("# Private instance: everything under one directory, logs to a file.")
+        lines.append(f"instance_name = {layout.dovecot_instance_name}")
+    if layout.dovecot_base_dir:
+        lines.append(f"base_dir = {layout.dovecot_base_dir}")
+    if layout.dovecot_state_dir:
+        lines.append(f"state_dir = {layout.dovecot_state_dir}")
+    if layout.dovecot_log:
+        lines.append(f"log_path = {layout.dovecot_log}")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def template_values(config, layout):
+    """Every placeholder value of the templates, as strings."""
+    push = layout.push_notification_lua
+    return {
+        "mail_domain": config.mail_domain,
+        "max_message_size": config.max_message_size,
+        "max_mailbox_size_mb": config.max_mailbox_size_mb,
+        "mailboxes_dir": config.mailboxes_dir,
+        "filtermail_smtp_port": config.filtermail_smtp_port,
+        "filtermail_smtp_port_incoming": config.filtermail_smtp_port_incoming,
+        "postfix_reinject_port": config.postfix_reinject_port,
+        "postfix_reinject_port_incoming": config.postfix_reinject_port_incoming,
+        "postfix_config_dir": layout.postfix_config_dir,
+        "postfix_queue_dir": layout.postfix_queue_dir,
+        "dovecot_config_dir": layout.dovecot_config_dir,
+        "tls_cert": layout.tls_cert,
+        "tls_key": layout.tls_key,
+        "doveauth_socket": layout.doveauth_socket,
+        "metadata_socket": layout.metadata_socket,
+        "lastlogin_socket": layout.lastlogin_socket,
+        "chroot": "y" if layout.chroot else "n",
+        "inet_interfaces": layout.inet_interfaces,
+        "inet_protocols": layout.inet_protocols,
+        "mynetworks": layout.mynetworks,
+        "alias_maps": layout.alias_maps,
+        "dovecot_listen": layout.dovecot_listen,
+        "first_valid_uid": layout.first_valid_uid,
+        "default_client_limit": layout.default_client_limit,
+        "imap_process_limit": layout.imap_process_limit,
+        "imap_login_min_avail": layout.imap_login_min_avail,
+        "reinject_milter": (
+            f"  -o smtpd_milters={layout.dkim_milter}"
+            if layout.dkim_milter
+            else "#  (no DKIM milter in this instance)"
+        ),
+        "lmtp_push_plugins": LMTP_PUSH_PLUGINS if push else "",
+        "push_notification_driver": (
+            f"push_notification_driver = lua:file={push}"
+            if push
+            else "# push notifications disabled: no push_notification.lua installed"
+        ),
+        "instance_main": _postfix_instance(layout),
+        "instance_dovecot": _dovecot_instance(layout),
+    }
+
+
+def push_script_text():
+    """The Lua push script shipped by chatmaild.metadata, or None while it is missing."""
+    package, name = PUSH_SCRIPT
+    try:
+        path = resources.files(package).joinpath(name)
+        return path.read_text() if path.is_file() else None
+    except ModuleNotFoundError:
+        return None
+
+
+def render_relay(config, layout):
+    """{absolute path: text} of every Postfix and Dovecot file of the relay."""
+    values = template_values(config, layout)
+    files = {}
+    for out, tpl in POSTFIX_FILES.items():
+        files[layout.postfix_config_dir / out] = substitute(_template(tpl), values)
+    for out, tpl in DOVECOT_FILES.items():
+        files[layout.dovecot_config_dir / out] = substitute(_template(tpl), values)
+    if layout.push_notification_lua is not None:
+        script = push_script_text()
+        if script is None:
+            raise FileNotFoundError("push_notification.lua is not installed (chatmaild.metadata)")
+        files[layout.push_notification_lua] = script
+    return files

@@ -1,0 +1,69 @@
+"""One complete relay per test session, in its own network namespace.
+
+The `relay` fixture brings up Debian's Postfix and Dovecot with the configuration of
+chatmaild.relay and our daemons (python -m chatmaild.relay's code path) inside a private
+network namespace, so the fixed ports (25, 465, 587, 993, 10025/6, 10080/1) never clash.
+Tests reach it through `RelayClients` (tests/e2e/helpers.py): Python clients open their
+sockets with the thread inside the namespace, subprocess clients (deltachat-rpc-server) run
+under `ip netns exec`. A local push notification server listens inside the namespace too.
+"""
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from chatmaild.relay.instance import Relay
+
+from .helpers import NotificationServer, RelayClients
+from conftest import require, require_tool
+
+NOTIFY_PORT = 9471
+
+
+def relay_prerequisites():
+    require(hasattr(os, "geteuid") and os.geteuid() == 0, "root (Postfix, Dovecot, netns)")
+    require_tool("ip", "postfix", "dovecot", "openssl", "setpriv", "/usr/lib/dovecot/lmtp")
+    require(
+        os.path.exists("/usr/lib/dovecot/modules/lib22_push_notification_lua_plugin.so"),
+        "Dovecot push_notification_lua plugin",
+    )
+
+
+class E2ERelay(RelayClients):
+    def __init__(self, relay, notifications):
+        super().__init__(relay)
+        self.notifications = notifications
+
+    def require_daemons(self, *names):
+        """The daemons a test needs must be in the checkout (CI fails, never skips)."""
+        for name in names:
+            require(name not in self.relay.skipped, f"daemon {name} in this checkout")
+
+
+@pytest.fixture(scope="session")
+def relay():
+    relay_prerequisites()
+    state_dir = tempfile.mkdtemp(prefix="chatmaild-e2e-", dir="/tmp")
+    netns = f"chatmaild-e2e-{os.getpid()}"
+    logs = []
+    instance = Relay(
+        state_dir,
+        netns=netns,
+        notification_url=f"http://127.0.0.1:{NOTIFY_PORT}/notify",
+        log=logs.append,
+    )
+    notifications = None
+    try:
+        instance.up()
+        notifications = NotificationServer(netns, NOTIFY_PORT)
+        yield E2ERelay(instance, notifications)
+    finally:
+        if notifications is not None:
+            notifications.close()
+        instance.down()
+        if os.environ.get("CHATMAILD_E2E_KEEP"):
+            print(f"relay state kept in {state_dir}")
+        else:
+            shutil.rmtree(state_dir, ignore_errors=True)

@@ -1,0 +1,180 @@
+"""The real Delta Chat core (deltachat-rpc-server) against the relay (issue 6).
+
+The RPC server runs under `ip netns exec`, so it reaches the relay at chat.example
+(mapped to 127.0.0.1 in the namespace's hosts file). Accounts use explicit servers and
+accept the self-signed certificate, as a user would be told by `python -m chatmaild.relay up`.
+"""
+
+import os
+import secrets
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from chatmaild.relay.netns import exec_prefix
+
+from .helpers import random_local_part, read_stored, wait_until, wire_form
+
+DC_FIXTURES = Path(__file__).resolve().parent.parent / "data" / "deltachat"
+
+
+def _rpc_server_path():
+    found = shutil.which("deltachat-rpc-server")
+    local = Path(sys.executable).parent / "deltachat-rpc-server"
+    return str(local) if local.exists() else found
+
+
+@pytest.fixture(scope="module")
+def dc(relay, tmp_path_factory):
+    relay.require_daemons(
+        "doveauth", "metadata", "lastlogin", "filtermail-outgoing", "filtermail-incoming"
+    )
+    from conftest import require
+
+    try:
+        from deltachat_rpc_client import DeltaChat, Rpc
+    except ImportError:
+        require(False, "deltachat-rpc-client (test extras)")
+    server = _rpc_server_path()
+    require(server is not None, "deltachat-rpc-server (test extras)")
+    accounts_dir = tmp_path_factory.mktemp("dc-accounts")
+    stderr = open(accounts_dir.parent / "rpc-server.stderr", "wb")  # noqa: SIM115
+    rpc = Rpc(
+        accounts_dir=str(accounts_dir / "accounts"),
+        rpc_server_path=[*exec_prefix(relay.netns), server],
+        stderr=stderr,
+        env={**os.environ, "RUST_LOG": "warn"},
+    )
+    with rpc:
+        yield DeltaChat(rpc), relay
+    stderr.close()
+
+
+def _account(deltachat, relay):
+    addr = f"{random_local_part()}@{relay.domain}"
+    password = secrets.token_hex(10)
+    account = deltachat.add_account()
+    account.set_config("displayname", addr.split("@")[0])
+    account.add_or_update_transport(
+        {
+            "addr": addr,
+            "password": password,
+            "imapServer": relay.domain,
+            "imapPort": 993,
+            "imapSecurity": "ssl",
+            "smtpServer": relay.domain,
+            "smtpPort": 465,
+            "smtpSecurity": "ssl",
+            "certificateChecks": "acceptInvalidCertificates",
+        }
+    )
+    account.bring_online()
+    account.addr = addr
+    return account
+
+
+def _chat_with(account, other):
+    return account.get_chat_by_contact(account.get_contact_by_addr(other.addr))
+
+
+def _stored_messages(relay, addr):
+    box = relay.user_dir(addr)
+    subdirs = [box / sub for sub in ("new", "cur") if (box / sub).is_dir()]
+    return {p.name: p for sub in subdirs for p in sub.iterdir()}
+
+
+def _send_and_capture(relay, send, receiver):
+    """Call send() with the receiver's IO stopped; return the stored copies that arrived."""
+    receiver.stop_io()
+    before = set(_stored_messages(relay, receiver.addr))
+    send()
+    new = wait_until(
+        lambda: set(_stored_messages(relay, receiver.addr)) - before,
+        f"delivery to {receiver.addr}",
+    )
+    stored = _stored_messages(relay, receiver.addr)
+    captured = [read_stored(stored[name]) for name in sorted(new)]
+    receiver.start_io()
+    return captured
+
+
+def _wait_for_text(account, text):
+    """The next incoming message with `text` (group notices may come first)."""
+    while True:
+        msg = account.wait_for_incoming_msg().get_snapshot()
+        if msg.text == text:
+            return msg
+
+
+def _save_fixture(name, data):
+    """With CHATMAILD_SAVE_DC_FIXTURES=1 the captured messages refresh tests/data/deltachat."""
+    if os.environ.get("CHATMAILD_SAVE_DC_FIXTURES"):
+        DC_FIXTURES.mkdir(parents=True, exist_ok=True)
+        (DC_FIXTURES / name).write_bytes(wire_form(data))
+
+
+def test_securejoin_and_encrypted_messages_each_way(dc, tmp_path):
+    from chatmaild.filtermail.checks import is_encrypted
+
+    deltachat, relay = dc
+    alice, bob = _account(deltachat, relay), _account(deltachat, relay)
+
+    qr = alice.get_qr_code()
+    bob.secure_join(qr)
+    alice.wait_for_securejoin_inviter_success()
+    bob.wait_for_securejoin_joiner_success()
+
+    chat = _chat_with(alice, bob)
+    captured = _send_and_capture(relay, lambda: chat.send_text("hello bob"), bob)
+    msg = bob.wait_for_incoming_msg().get_snapshot()
+    assert msg.text == "hello bob"
+    assert msg.show_padlock
+
+    attachment = tmp_path / "attachment.bin"
+    attachment.write_bytes(os.urandom(40_000))
+    captured += _send_and_capture(relay, lambda: chat.send_file(str(attachment)), bob)
+    msg = bob.wait_for_incoming_msg().get_snapshot()
+    assert msg.show_padlock
+    assert Path(msg.file).read_bytes() == attachment.read_bytes()
+
+    _chat_with(bob, alice).send_text("hello alice")
+    msg = alice.wait_for_incoming_msg().get_snapshot()
+    assert msg.text == "hello alice"
+    assert msg.show_padlock
+
+    assert captured
+    for i, data in enumerate(captured):
+        assert is_encrypted(data, allow_armor_header=True)
+        _save_fixture(f"1to1-{i}.eml", data)
+
+
+def test_group_of_three_every_member_receives(dc):
+    from chatmaild.filtermail.checks import is_encrypted
+
+    deltachat, relay = dc
+    alice, bob, carol = (_account(deltachat, relay) for _ in range(3))
+
+    group = alice.create_group("e2e group")
+    for joiner in (bob, carol):
+        joiner.secure_join(group.get_qr_code())
+        alice.wait_for_securejoin_inviter_success()
+        joiner.wait_for_securejoin_joiner_success()
+    assert group.num_contacts() == 3
+
+    captured = _send_and_capture(relay, lambda: group.send_text("hello group"), carol)
+    chats = {}
+    for member in (bob, carol):
+        msg = _wait_for_text(member, "hello group")
+        assert msg.show_padlock
+        chats[member.addr] = member.get_chat_by_id(msg.chat_id)
+
+    chats[bob.addr].send_text("hello from bob")
+    for member in (alice, carol):
+        msg = _wait_for_text(member, "hello from bob")
+        assert msg.show_padlock
+
+    for i, data in enumerate(captured):
+        assert is_encrypted(data, allow_armor_header=True)
+        _save_fixture(f"group-{i}.eml", data)

@@ -1,0 +1,70 @@
+"""Small pieces of the relay runner that need no Postfix or Dovecot."""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from chatmaild.relay.daemons import relay_daemons
+from chatmaild.relay.instance import unreachable_parent
+from chatmaild.relay.netns import exec_prefix, hosts_text
+from chatmaild.relay.render import local_layout
+
+
+@pytest.fixture
+def open_base():
+    """A directory every user can traverse (pytest's tmp_path sits under a 0700 dir)."""
+    base = Path(tempfile.mkdtemp(prefix="chatmaild-reach-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    yield base
+    shutil.rmtree(base)
+
+
+def test_unreachable_parent_finds_a_closed_directory(open_base):
+    closed = open_base / "closed"
+    (closed / "inner").mkdir(parents=True)
+    os.chmod(closed, 0o700)
+    other_uid = closed.stat().st_uid + 12345
+    assert unreachable_parent(closed / "inner" / "state", other_uid) == closed
+    os.chmod(closed, 0o711)
+    assert unreachable_parent(closed / "inner" / "state", other_uid) is None
+
+
+def test_unreachable_parent_lets_the_owner_in(open_base):
+    own = open_base / "own"
+    own.mkdir()
+    os.chmod(own, 0o700)
+    assert unreachable_parent(own / "state", own.stat().st_uid) is None
+
+
+def test_hosts_file_maps_domain_and_hostname_to_loopback():
+    text = hosts_text(["chat.example", "myhost", "chat.example"])
+    first = text.splitlines()[0].split()
+    assert first == ["127.0.0.1", "localhost", "chat.example", "myhost"]
+    assert "::1" in text
+
+
+def test_exec_prefix():
+    assert exec_prefix(None) == []
+    assert exec_prefix("ns1") == ["ip", "netns", "exec", "ns1"]
+
+
+def test_daemon_table_matches_the_relay_wiring(ini_path, tmp_path):
+    from chatmaild.config import read_config
+
+    config = read_config(ini_path)
+    layout = local_layout(tmp_path)
+    daemons = {d.name: d for d in relay_daemons(config, layout)}
+    assert list(daemons) == [
+        "doveauth",
+        "lastlogin",
+        "metadata",
+        "filtermail-outgoing",
+        "filtermail-incoming",
+    ]
+    assert daemons["doveauth"].args == (str(layout.doveauth_socket), str(config.path))
+    assert daemons["metadata"].socket == layout.metadata_socket
+    assert daemons["filtermail-outgoing"].args == (str(config.path), "outgoing")
+    assert daemons["filtermail-incoming"].port == config.filtermail_smtp_port_incoming
