@@ -5,6 +5,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from chatmaild.daemon import StartupError
 from chatmaild.metrics.exporter import (
     ListenSpec,
     bound_address,
@@ -121,7 +122,7 @@ async def test_serves_openmetrics_over_tcp():
 async def test_serves_openmetrics_over_unix_socket(tmp_path):
     path = tmp_path / "m.sock"
     path.touch()  # a stale non-socket file is refused, a stale socket is replaced
-    with pytest.raises(ValueError):
+    with pytest.raises(StartupError, match="exists and is not a socket"):
         await start_exporter(f"unix:{path}", _registry())
     path.unlink()
     stale = socket.socket(socket.AF_UNIX)

@@ -14,6 +14,9 @@ import signal
 import stat
 from collections import deque
 
+from chatmaild import daemon
+from chatmaild.daemon import listen_error
+
 from . import proto
 from .proto import (
     AtomicInc,
@@ -431,7 +434,13 @@ async def serve_until_signalled(socket_path, service) -> None:
     start = getattr(service, "start", None)
     if start is not None:
         await _maybe_await(start())
-    server = await serve_unix(socket_path, service)
+    try:
+        # like systemd's RuntimeDirectory=: the socket's directory is made when missing
+        os.makedirs(os.path.dirname(os.path.abspath(socket_path)), exist_ok=True)
+        server = await serve_unix(socket_path, service)
+    except OSError as e:
+        await _close_service(service)
+        raise listen_error(socket_path, e) from None
     log.info("listening on %s", socket_path)
     try:
         await stop.wait()
@@ -449,18 +458,18 @@ async def serve_until_signalled(socket_path, service) -> None:
             os.unlink(socket_path)
         except FileNotFoundError:
             pass
-        close = getattr(service, "close", None)
-        if close is not None:
-            await _maybe_await(close())
+        await _close_service(service)
+
+
+async def _close_service(service):
+    close = getattr(service, "close", None)
+    if close is not None:
+        await _maybe_await(close())
 
 
 def run_dict_service(socket_path, service) -> None:
-    """Entry point helper: serve `service` on `socket_path` (uvloop if present) until signalled."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        loop_factory = None
-    else:
-        loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve_until_signalled(socket_path, service))
+    """Entry point helper: serve `service` on `socket_path` (uvloop if present) until signalled.
+
+    A socket that cannot be created ends the process with one line and exit status 1.
+    """
+    daemon.run(serve_until_signalled(socket_path, service))

@@ -6,7 +6,9 @@ import logging
 import signal
 import sys
 
+from chatmaild import daemon
 from chatmaild.config import load_config_or_exit
+from chatmaild.daemon import listen_error
 from chatmaild.metrics.exporter import start_exporter
 from chatmaild.metrics.filtermail import FiltermailMetrics
 
@@ -18,7 +20,10 @@ log = logging.getLogger("filtermail")
 async def serve(config, mode: str, backlog: int) -> None:
     metrics = FiltermailMetrics(mode)
     server, reinjector = build_server(config, mode, backlog=backlog, metrics=metrics)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as e:
+        raise listen_error(f"{LISTEN_HOST}:{server.port}", e) from None
     metrics_spec = getattr(config, f"metrics_filtermail_{mode}")
     exporter = await start_exporter(metrics_spec, metrics.registry)
     stop = asyncio.Event()
@@ -53,9 +58,4 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     config = load_config_or_exit(args.config)
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(serve(config, args.mode, args.backlog))
-    else:
-        uvloop.run(serve(config, args.mode, args.backlog))
+    daemon.run(serve(config, args.mode, args.backlog))

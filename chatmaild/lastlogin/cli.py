@@ -2,7 +2,6 @@
 
 import argparse
 import logging
-import os
 
 from ..config import load_config_or_exit
 from ..dictproxy import run_dict_service
@@ -17,7 +16,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = load_config_or_exit(args.config)
-    os.makedirs(os.path.dirname(os.path.abspath(args.socket)), exist_ok=True)
     service = LastLoginService(config)
     if config.metrics_lastlogin:
         service = ExportingService(service, config.metrics_lastlogin, service.metrics.registry)

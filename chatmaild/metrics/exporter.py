@@ -15,6 +15,8 @@ from pathlib import Path
 
 from prometheus_client.exposition import choose_encoder
 
+from chatmaild.daemon import listen_error
+
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_HEAD = 8192
@@ -177,12 +179,15 @@ async def start_exporter(spec: str | ListenSpec | None, registry) -> asyncio.Abs
     def factory():
         return MetricsProtocol(registry)
 
-    if spec.path is not None:
-        _remove_stale_socket(spec.path)
-        server = await loop.create_unix_server(factory, path=str(spec.path))
-        os.chmod(spec.path, 0o660)
-    else:
-        server = await loop.create_server(factory, host=spec.host, port=spec.port)
+    try:
+        if spec.path is not None:
+            _remove_stale_socket(spec.path)
+            server = await loop.create_unix_server(factory, path=str(spec.path))
+            os.chmod(spec.path, 0o660)
+        else:
+            server = await loop.create_server(factory, host=spec.host, port=spec.port)
+    except (OSError, ValueError) as e:
+        raise listen_error(f"{spec.describe()} (metrics)", e) from None
     log.info("metrics endpoint on %s", spec.describe())
     return server
 

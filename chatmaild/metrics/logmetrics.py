@@ -24,6 +24,8 @@ import asyncio_dgram
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
+from chatmaild.daemon import StartupError
+
 from .exporter import parse_listen_spec, start_exporter
 from .logclass import classify
 from .logcounters import LogCounters
@@ -224,7 +226,7 @@ def main(argv=None):
         udp = [DEFAULT_UDP]
     try:
         asyncio.run(serve(metrics, listen, udp, args.unix_dgram))
-    except OSError as exc:
+    except (OSError, StartupError) as exc:
         print(f"chatmail-logmetrics: {exc}", file=sys.stderr)
         return 1
     return 0

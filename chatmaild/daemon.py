@@ -1,0 +1,38 @@
+"""What every daemon entry point shares: the event loop, and a clean refusal to start.
+
+A daemon that cannot listen (port taken, socket directory missing, no permission) raises
+`StartupError` with one line; `run()` prints it and exits with status 1, so an operator sees
+`error: cannot listen on 127.0.0.1:10080: Address already in use`, not a traceback.
+"""
+
+import asyncio
+import sys
+
+
+class StartupError(Exception):
+    """A daemon cannot start; the message is one line for the operator."""
+
+
+def listen_error(what, exc):
+    """StartupError for an OSError raised while binding `what`."""
+    reason = exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
+    return StartupError(f"cannot listen on {what}: {reason}")
+
+
+def loop_factory():
+    """uvloop's event loop when installed, else asyncio's default."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return None
+    return uvloop.new_event_loop
+
+
+def run(main_coroutine):
+    """Run `main_coroutine` to completion; a StartupError becomes one stderr line, exit 1."""
+    try:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            return runner.run(main_coroutine)
+    except StartupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
