@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chatmaild.metrics import extraparse
 
-from conftest import daemon_env
+from conftest import daemon_env, write_ini
 
 F2B_STATUS = "Status\n|- Number of jail:\t2\n`- Jail list:\tsshd, dovecot\n"
 F2B_JAIL = """Status for the jail: {jail}
@@ -256,3 +256,74 @@ def test_output_file_and_stdout(tmp_path):
         env=env, check=True, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert "dovecot_connected_users 2.0" in proc.stdout
+
+
+def test_relay_certificate_from_the_config(tmp_path):
+    """With CONFIG, <acme-dir>/<mail_domain>/fullchain is reported under the mail_domain."""
+    bindir = tmp_path / "bin"
+    make_tools(bindir)
+    ini = write_ini(tmp_path / "chatmail.ini", mail_domain="relay.example")
+    acme = tmp_path / "acme-live"
+    (acme / "relay.example").mkdir(parents=True)
+    _write_cert(acme / "relay.example" / "fullchain", "relay.example", 60)
+    _write_cert(tmp_path / "mta-sts.pem", "mta-sts.relay.example", 10)
+    out = tmp_path / "out"
+    out.mkdir()
+    samples, stderr = run_extra(
+        out, bindir, ini, "--acme-dir", acme, "--cert", tmp_path / "mta-sts.pem"
+    )
+    assert stderr == ""
+    tls = {k: v for k, v in samples.items() if k[0] == "tls_cert_expiry_days"}
+    assert set(tls) == {
+        ("tls_cert_expiry_days", (("domain", "relay.example"),)),
+        ("tls_cert_expiry_days", (("domain", "mta-sts.relay.example"),)),
+    }
+    assert 59.9 < tls[("tls_cert_expiry_days", (("domain", "relay.example"),))] <= 60
+    check_samples(samples)
+    # an explicit --cert for the mail domain replaces the default one
+    _write_cert(tmp_path / "other.pem", "relay.example", 5)
+    samples, stderr = run_extra(
+        out, bindir, ini, "--acme-dir", acme, "--cert", f"relay.example={tmp_path / 'other.pem'}"
+    )
+    tls = {k: v for k, v in samples.items() if k[0] == "tls_cert_expiry_days"}
+    assert list(tls) == [("tls_cert_expiry_days", (("domain", "relay.example"),))]
+    assert 4.9 < tls[("tls_cert_expiry_days", (("domain", "relay.example"),))] <= 5
+
+
+def test_missing_relay_certificate_is_one_line_and_no_family(tmp_path):
+    bindir = tmp_path / "bin"
+    make_tools(bindir)
+    ini = write_ini(tmp_path / "chatmail.ini", mail_domain="relay.example")
+    out = tmp_path / "out"
+    out.mkdir()
+    samples, stderr = run_extra(out, bindir, ini, "--acme-dir", tmp_path / "nothing")
+    missing = tmp_path / "nothing" / "relay.example" / "fullchain"
+    assert stderr == f"chatmail-extra-metrics: tls certificates: {missing} not found\n"
+    assert not any(k[0] == "tls_cert_expiry_days" for k in samples)
+    check_samples(samples)
+    assert "tls_cert_expiry_days" not in (out / "chatmail_extra.prom").read_text()
+
+
+def test_a_bad_certificate_costs_only_its_own_sample(tmp_path):
+    bindir = tmp_path / "bin"
+    make_tools(bindir)
+    _write_cert(tmp_path / "good.pem", "relay.example", 30)
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    samples, stderr = run_extra(
+        out, bindir, "--cert", tmp_path / "bad.pem", "--cert", tmp_path / "good.pem"
+    )
+    tls = [k for k in samples if k[0] == "tls_cert_expiry_days"]
+    assert tls == [("tls_cert_expiry_days", (("domain", "relay.example"),))]
+    assert stderr.count("\n") == 1 and "bad.pem: not a PEM certificate" in stderr
+
+
+def test_default_certificate_path_is_the_relays(ini_path):
+    """The path the relay's Postfix and Dovecot are configured with (production layout)."""
+    from chatmaild.config import read_config
+    from chatmaild.metrics.extra import relay_cert
+    from chatmaild.relay.render import production_layout
+
+    config = read_config(ini_path)
+    assert relay_cert(str(ini_path)) == (config.mail_domain, production_layout(config).tls_cert)

@@ -1,12 +1,17 @@
 """chatmail-extra-metrics: the Prometheus textfile collector of the relay.
 
-    chatmail-extra-metrics [--textfile-dir DIR | --output FILE] [--cert [DOMAIN=]PATH ...]
+    chatmail-extra-metrics [CONFIG] [--textfile-dir DIR | --output FILE]
+                           [--cert [DOMAIN=]PATH ...] [--acme-dir DIR]
 
 Collects fail2ban bans per jail, WireGuard handshake age and transfer per peer, the Postfix
 queue depth, Dovecot's connected users and TLS certificate expiry, and writes them atomically
 (temp file + rename) to DIR/chatmail_extra.prom or FILE (stdout when neither is given). Every
 source is optional: a missing tool or an error drops its families with one line on stderr and
 the rest is still written. Run it every minute (systemd timer or cron).
+
+With CONFIG (chatmail.ini), the relay's own certificate is reported too: the one its Postfix,
+Dovecot and nginx use, `/var/lib/acme/live/<mail_domain>/fullchain` (`--acme-dir` replaces
+`/var/lib/acme/live`), when that file exists.
 """
 
 import argparse
@@ -25,6 +30,8 @@ from . import extraparse
 
 TOOL_TIMEOUT = 20
 PROM_NAME = "chatmail_extra.prom"
+# Where the relay's certificates live (chatmaild.relay.render.production_layout: tls_cert).
+ACME_LIVE_DIR = Path("/var/lib/acme/live")
 
 # every family this collector can write; the dashboard consistency test reads it
 FAMILY_NAMES = (
@@ -134,15 +141,52 @@ def cert_expiry_days(path: Path, now: float) -> tuple[str, float]:
     return name, round((not_after - now) / 86400, 3)
 
 
-def collect_certs(certs: list[str], now: float):
+def parse_cert_spec(spec: str) -> tuple[str, Path]:
+    """`[DOMAIN=]PATH` -> (DOMAIN or "", PATH)."""
+    domain, sep, path = spec.partition("=")
+    if not sep:
+        domain, path = "", spec
+    return domain, Path(path)
+
+
+def relay_cert(config_path: str, acme_dir: Path = ACME_LIVE_DIR) -> tuple[str, Path]:
+    """(mail_domain, path of its certificate chain) of the relay configured in chatmail.ini."""
+    from chatmaild.config import load_config_or_exit
+
+    domain = load_config_or_exit(config_path).mail_domain
+    return domain, Path(acme_dir) / domain / "fullchain"
+
+
+def cert_list(specs: list[str], relay: tuple[str, Path] | None, err=sys.stderr):
+    """The (domain, path) pairs to report: each --cert, then the relay's own certificate
+    unless a --cert already names its domain or file, or the file does not exist (one
+    line on `err`, since a relay without its certificate yet is no error)."""
+    certs = [parse_cert_spec(spec) for spec in specs]
+    if relay is None:
+        return certs
+    domain, path = relay
+    if any(d == domain or p == path for d, p in certs):
+        return certs
+    if path.exists():
+        certs.append((domain, path))
+    else:
+        print(f"chatmail-extra-metrics: tls certificates: {path} not found", file=err)
+    return certs
+
+
+def collect_certs(certs: list, now: float, err=sys.stderr):
+    """One tls_cert_expiry_days sample per readable certificate (each a `[DOMAIN=]PATH`
+    spec or a (domain, path) pair); a bad one costs only its own sample and one line."""
     family = GaugeMetricFamily(
         "tls_cert_expiry_days", "Days until the TLS certificate expires", labels=["domain"]
     )
-    for spec in certs:
-        domain, sep, path = spec.partition("=")
-        if not sep:
-            domain, path = "", spec
-        name, days = cert_expiry_days(Path(path), now)
+    for cert in certs:
+        domain, path = parse_cert_spec(cert) if isinstance(cert, str) else cert
+        try:
+            name, days = cert_expiry_days(path, now)
+        except SourceError as exc:
+            print(f"chatmail-extra-metrics: tls certificates: dropped: {exc}", file=err)
+            continue
         family.add_metric([domain or name], days)
     return [family]
 
@@ -157,7 +201,7 @@ class Collected:
         return iter(self.families)
 
 
-def gather(certs: list[str], now: float, err=sys.stderr) -> list:
+def gather(certs: list, now: float, err=sys.stderr) -> list:
     sources = [
         ("fail2ban", collect_fail2ban),
         ("wireguard", lambda: collect_wireguard(now)),
@@ -165,7 +209,7 @@ def gather(certs: list[str], now: float, err=sys.stderr) -> list:
         ("dovecot users", collect_dovecot_users),
     ]
     if certs:
-        sources.append(("tls certificates", lambda: collect_certs(certs, now)))
+        sources.append(("tls certificates", lambda: collect_certs(certs, now, err)))
     families = []
     for name, collect in sources:
         try:
@@ -196,6 +240,9 @@ def write_atomic(path: Path, data: bytes):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="chatmail-extra-metrics", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "config", nargs="?", help="chatmail.ini: report the certificate of its mail_domain"
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument("--textfile-dir", type=Path, metavar="DIR")
     where.add_argument("--output", type=Path, metavar="FILE")
@@ -206,8 +253,18 @@ def main(argv=None):
         metavar="[DOMAIN=]PATH",
         help="PEM certificate to report expiry for (repeatable)",
     )
+    p.add_argument(
+        "--acme-dir",
+        type=Path,
+        default=ACME_LIVE_DIR,
+        metavar="DIR",
+        help=f"with CONFIG: DIR/<mail_domain>/fullchain is the relay's certificate "
+        f"(default {ACME_LIVE_DIR})",
+    )
     args = p.parse_args(argv)
-    data = render(gather(args.cert, time.time()))
+    relay = relay_cert(args.config, args.acme_dir) if args.config else None
+    certs = cert_list(args.cert, relay)
+    data = render(gather(certs, time.time()))
     target = args.output
     if args.textfile_dir is not None:
         target = args.textfile_dir / PROM_NAME

@@ -15,15 +15,19 @@ seccomp/MDWE filter (systemd_sandbox_exec.py):
 | RuntimeDirectory= (+Mode)                      | a vmail-owned temp dir bound at /run/<dir> |
 | IPAddressDeny=any + localhost / PrivateNetwork | a private network namespace (lo only)      |
 | PrivateIPC= / ProtectHostname=                 | IPC and UTS namespaces                     |
-| User= / Group= / NoNewPrivileges= / Capability* | setpriv: uid, gid, no groups, no caps, NNP |
+| User= / Group= / NoNewPrivileges= / Capability* | setpriv: uid, gid, no groups, caps, NNP    |
+| DynamicUser=                                   | a free uid/gid in systemd's dynamic range  |
 | UMask= / MemoryDenyWriteExecute=               | umask(2) / prctl(PR_SET_MDWE)              |
 | SystemCallFilter= / RestrictAddressFamilies=   | seccomp filter (libseccomp via ctypes)     |
 
 Stand-ins for the deployment layout: the daemon is `python -m <module>` from this checkout
 (read-only bind of the checkout and the interpreter), and chatmail.ini is bound read-only
 at /run/chatmaild-test/chatmail.ini; every other path (sockets, mailboxes) is the unit's own.
+A test may bind more host dirs read-only (`extra_ro_binds`, e.g. fake tools or a
+certificate at its production path) and set the environment (`env`, e.g. PATH).
 """
 
+import grp
 import json
 import os
 import pwd
@@ -40,6 +44,40 @@ HERE = Path(__file__).resolve().parent
 FAMILIES = {"AF_UNIX": socket.AF_UNIX, "AF_INET": socket.AF_INET, "AF_INET6": socket.AF_INET6}
 FAMILIES["AF_NETLINK"] = 16
 CONFIG_DIR_IN_SANDBOX = "/run/chatmaild-test"
+# systemd's DynamicUser= range (61184-65519); the emulation takes the first unused id.
+DYNAMIC_UIDS = range(61184, 65520)
+
+
+class Credentials:
+    """The user a unit runs as: pw_uid, pw_gid, pw_name like a pwd entry."""
+
+    def __init__(self, uid, gid, name):
+        self.pw_uid, self.pw_gid, self.pw_name = uid, gid, name
+
+
+def unit_credentials(unit):
+    """User= from the passwd database; DynamicUser= a uid/gid no user or group has."""
+    if unit.flag("DynamicUser"):
+        for uid in DYNAMIC_UIDS:
+            try:
+                pwd.getpwuid(uid)
+                continue
+            except KeyError:
+                pass
+            try:
+                grp.getgrgid(uid)
+                continue
+            except KeyError:
+                return Credentials(uid, uid, f"dynamic uid {uid}")
+        raise RuntimeError("no free uid in the DynamicUser= range")
+    entry = pwd.getpwnam(unit.get("User", "root"))
+    return Credentials(entry.pw_uid, entry.pw_gid, entry.pw_name)
+
+
+def setpriv_caps(unit):
+    """setpriv's --bounding-set for CapabilityBoundingSet= (empty: none at all)."""
+    caps = [c.lower().removeprefix("cap_") for c in unit.all("CapabilityBoundingSet")]
+    return ",".join(["-all"] + [f"+{c}" for c in caps])
 
 
 def tools_missing():
@@ -64,14 +102,19 @@ class SandboxedDaemon:
     """A daemon started under the emulated sandbox of `unit`.
 
     `host_paths` maps every path the unit binds or writes (mailboxes, textfile dir) to a
-    temp dir standing in for it; `config` is the chatmail.ini to bind in.
+    temp dir standing in for it; `config` is the chatmail.ini to bind in; `extra_ro_binds`
+    maps more sandbox paths to host dirs bound read-only; `env` is added to the environment.
     """
 
-    def __init__(self, unit, module, args, workdir, config, host_paths):
+    def __init__(
+        self, unit, module, args, workdir, config, host_paths, extra_ro_binds=None, env=None
+    ):
         self.unit = unit
         self.workdir = Path(workdir)
-        self.user = pwd.getpwnam(unit.get("User", "root"))
+        self.user = unit_credentials(unit)
         self.host_paths = dict(host_paths)
+        self.extra_ro_binds = dict(extra_ro_binds or {})
+        self.env = dict(env or {})
         self.runtime_dirs = {}
         self.proc = None
         self.child_pid = None
@@ -92,7 +135,13 @@ class SandboxedDaemon:
 
     def command(self):
         unit = self.unit
-        cmd = ["bwrap", "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+        cmd = [
+            shutil.which("bwrap"),
+            "--die-with-parent",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+        ]
         if loopback_only(unit):
             cmd.append("--unshare-net")
         if unit.get("ProtectSystem") == "strict":
@@ -126,13 +175,21 @@ class SandboxedDaemon:
         # Stand-ins for /usr/local/lib/chatmaild: the checkout, the interpreter, the config.
         for path in sorted({str(REPO_ROOT), sys.prefix, sys.base_prefix}):
             binds.append(("--ro-bind", path, path))
-        for how, source, dest in binds:
-            # A write path missing on this machine (e.g. no node-exporter installed) gets a
-            # tmpfs on its deepest existing ancestor, so bwrap can create the mount point.
+        for dest, source in self.extra_ro_binds.items():
+            binds.append(("--ro-bind", str(source), dest))
+        # A bind target missing on this machine (e.g. no node-exporter installed) gets a
+        # tmpfs on its deepest existing ancestor, so bwrap can create the mount point; all
+        # such tmpfs come first (outermost only), so none hides an earlier bind.
+        ancestors = set()
+        for _, _, dest in binds:
             if not os.path.exists(dest):
                 ancestor = next(p for p in Path(dest).parents if p.exists())
                 if str(ancestor) != "/":
-                    cmd += ["--tmpfs", str(ancestor)]
+                    ancestors.add(ancestor)
+        for ancestor in sorted(ancestors):
+            if not any(other in ancestor.parents for other in ancestors):
+                cmd += ["--tmpfs", str(ancestor)]
+        for how, source, dest in binds:
             # bwrap creates missing parents mode 0700: make them traversable like the real ones.
             for parent in reversed(Path(dest).parents[:-1]):
                 cmd += ["--perms", "0755", "--dir", str(parent)]
@@ -140,12 +197,12 @@ class SandboxedDaemon:
         cmd += ["--ro-bind", str(self.confdir), CONFIG_DIR_IN_SANDBOX]
         cmd += ["--chdir", "/", "--info-fd", str(self.info_fd), "--"]
         cmd += [
-            "setpriv",
+            shutil.which("setpriv"),
             f"--reuid={self.user.pw_uid}",
             f"--regid={self.user.pw_gid}",
             "--clear-groups",
             "--inh-caps=-all",
-            "--bounding-set=-all",
+            f"--bounding-set={setpriv_caps(unit)}",
         ]
         if unit.flag("NoNewPrivileges"):
             cmd.append("--no-new-privs")
@@ -167,6 +224,7 @@ class SandboxedDaemon:
         env["PYTHONPATH"] = str(REPO_ROOT)
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         cmd = self.command()
+        env.update(self.env)
         self.log_path = self.workdir / "daemon.log"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
@@ -216,7 +274,7 @@ class SandboxedDaemon:
 
     def in_netns(self, argv):
         """argv to run a command inside the daemon's network namespace."""
-        return ["nsenter", f"--net=/proc/{self.child_pid}/ns/net", "--", *argv]
+        return [shutil.which("nsenter"), f"--net=/proc/{self.child_pid}/ns/net", "--", *argv]
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None

@@ -4,6 +4,7 @@ Started the way the unit starts it (same argv after the program, same user, same
 and mailbox paths), with the unit's mounts, credentials, umask, MDWE and seccomp filter.
 """
 
+import datetime
 import importlib.util
 import os
 import pwd
@@ -12,8 +13,10 @@ import stat
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from systemd_sandbox import CONFIG_DIR_IN_SANDBOX, HERE, SandboxedDaemon, tools_missing, wait_for
 from systemd_unitfile import SYSTEMD_DIR, Unit, allowed_syscalls, syscall_groups
 
@@ -70,7 +73,7 @@ def layout(tmp_path, vmail):
     return ini, paths
 
 
-def start(unit_name, module, layout, tmp_path):
+def start(unit_name, module, layout, tmp_path, **options):
     require_sandbox_tools()
     require_module(module)
     unit = Unit.load(SYSTEMD_DIR / unit_name)
@@ -78,20 +81,29 @@ def start(unit_name, module, layout, tmp_path):
     ini, paths = layout
     workdir = tmp_path / "sandbox"
     workdir.mkdir()
-    return SandboxedDaemon(unit, module, args, workdir, ini, paths).start()
+    return SandboxedDaemon(unit, module, args, workdir, ini, paths, **options).start()
 
 
-def assert_confined(daemon, vmail):
-    status = daemon.status()
+CAPABILITY_BITS = {"CAP_DAC_OVERRIDE": 1, "CAP_DAC_READ_SEARCH": 2, "CAP_NET_ADMIN": 12}
+
+
+def assert_confined(daemon, user, status=None):
+    """The process status (/proc/PID/status fields) shows the unit's credentials."""
+    status = status or daemon.status()
     assert status, f"daemon process not found:\n{daemon.log()}"
-    assert status["Uid"].split()[0] == str(vmail.pw_uid)
-    assert status["Gid"].split()[0] == str(vmail.pw_gid)
+    assert status["Uid"].split()[0] == str(user.pw_uid)
+    assert status["Gid"].split()[0] == str(user.pw_gid)
     assert status["Groups"] == ""
     assert status["NoNewPrivs"] == "1"
     assert status["Seccomp"] == "2"
-    assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0
+    caps = sum(1 << CAPABILITY_BITS[c] for c in daemon.unit.all("CapabilityBoundingSet"))
+    assert int(status["CapBnd"], 16) == caps
+    assert int(status["CapEff"], 16) == (caps if user.pw_uid == 0 else 0)
     assert status["Umask"] == daemon.unit.get("UMask")
-    print(f"{daemon.unit.name}: uid {vmail.pw_name}, seccomp filter, NNP, no caps, umask 0077")
+    print(
+        f"{daemon.unit.name}: {user.pw_name}, seccomp filter, NNP, "
+        f"caps {caps:#x}, umask {status['Umask']}"
+    )
 
 
 def dict_exchange(path, lines, timeout=10):
@@ -277,3 +289,245 @@ def test_uvloop_and_sha512_crypt_work_under_mdwe_and_the_syscall_filter(tmp_path
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["wx-mapping-refused", "crypt-ok", "uvloop-ok"]
+
+
+LOG_LINES = [
+    # RFC 3164 with host, as rsyslog forwards it
+    "<22>Jun  1 12:00:00 relay dovecot: lmtp(a@chat.example)<7><x>: msgid=<m1>: "
+    "saved mail to INBOX",
+    # RFC 3164 without host, as rsyslog's omuxsock sends it
+    "<22>Jun  1 12:00:01 dovecot: lmtp(b@chat.example)<8><y>: msgid=<m2>: saved mail to INBOX",
+]
+
+SYSLOG_UDP_CLIENT = textwrap.dedent(
+    """
+    import socket, sys, time, urllib.request
+    line, want = sys.argv[1], sys.argv[2]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(line.encode(), ("127.0.0.1", 3904))
+    deadline = time.monotonic() + 20
+    while True:
+        body = urllib.request.urlopen("http://127.0.0.1:3903/metrics", timeout=10).read()
+        if want.encode() in body or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    sys.stdout.write(body.decode())
+    """
+)
+
+
+def listening(daemon, proto, port):
+    """A socket of the daemon's network namespace bound to 127.0.0.1:port (TCP: listening)."""
+    try:
+        table = Path(f"/proc/{daemon.child_pid}/net/{proto}").read_text()
+    except OSError:
+        return False
+    for row in table.splitlines()[1:]:
+        local, state = row.split()[1], row.split()[3]
+        if local == f"0100007F:{port:04X}" and (proto == "udp" or state == "0A"):
+            return True
+    return False
+
+
+def test_logmetrics_counts_syslog_datagrams_in_its_sandbox(layout, tmp_path):
+    """DynamicUser= (a uid no user has), the unix socket in its RuntimeDirectory, UDP 3904
+    and the endpoint 127.0.0.1:3903 in a private network namespace (the ports are fixed)."""
+    daemon = start("chatmail-logmetrics.service", "chatmaild.metrics.logmetrics", layout, tmp_path)
+    try:
+        user = daemon.user
+        assert user.pw_uid != 0
+        with pytest.raises(KeyError):
+            pwd.getpwuid(user.pw_uid)
+        sock_path = daemon.unit.exec_start()[daemon.unit.exec_start().index("--unix-dgram") + 1]
+        assert sock_path == "/run/chatmail-logmetrics/syslog.socket"
+        sock = daemon.inside(sock_path)
+        wait_for(sock.exists, "syslog.socket to appear", daemon)
+        wait_for(lambda: listening(daemon, "tcp", 3903), "the endpoint on 3903", daemon)
+        assert listening(daemon, "udp", 3904)
+        st = os.stat(sock)
+        assert stat.S_ISSOCK(st.st_mode) and st.st_uid == user.pw_uid
+        # the program makes it 0660 (its group); nothing for others
+        assert stat.S_IMODE(st.st_mode) == 0o660, oct(st.st_mode)
+        assert stat.S_IMODE(os.stat(sock.parent).st_mode) == 0o755
+        # one datagram over the unix socket (from the host, as rsyslog), one over UDP
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as ux:
+            ux.sendto(LOG_LINES[1].encode(), str(sock))
+        # the client polls until both are counted (bounded: it gives up after 20 s)
+        want = 'delivered_mail{prog="delivered_mail.mtail"} 2.0'
+        result = subprocess.run(
+            daemon.in_netns([sys.executable, "-c", SYSLOG_UDP_CLIENT, LOG_LINES[0], want]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, f"{result.stderr}\n{daemon.log()}"
+        samples = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(result.stdout)
+            for sample in family.samples
+        }
+        assert samples["delivered_mail"] == 2, f"{samples}\n{daemon.log()}"
+        assert samples["chatmail_logmetrics_lines_total"] == 2
+        assert samples["chatmail_logmetrics_malformed_total"] == 0
+        assert_confined(daemon, user)
+    finally:
+        daemon.stop()
+
+
+FAKE_BIN = "/run/chatmaild-test-bin"
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+FAKE_TOOL_OUTPUT = {
+    "fail2ban-client": None,  # answers by argument, below
+    "wg": "wg0\tcHJpdg==\tcHVi\t51820\toff\n"
+    "wg0\tcGVlckE=\t(none)\t198.51.100.1:51820\t10.0.0.2/32\t0\t1000\t2000\toff\n",
+    "postqueue": '{"queue_name": "deferred", "queue_id": "5C3D22C0789", "recipients": []}\n',
+    "doveadm": "username proto pid ip\na@chat.example imap 1 192.0.2.1\n"
+    "b@chat.example imap 2 192.0.2.2\n",
+}
+F2B_STATUS = "Status\n|- Number of jail:\t1\n`- Jail list:\tsshd\n"
+F2B_SSHD = (
+    "Status for the jail: sshd\n`- Actions\n   |- Currently banned:\t3\n   |- Total banned:\t17\n"
+)
+
+
+def make_fake_tools(bindir):
+    """fail2ban-client, wg, postqueue, doveadm printing canned output (as seen in the
+    sandbox at FAKE_BIN). `wg` also leaves its own /proc/self/status in the textfile dir:
+    the process credentials the unit gives the tools it runs."""
+    bindir.mkdir()
+    (bindir / "f2b-status").write_text(F2B_STATUS)
+    (bindir / "f2b-sshd").write_text(F2B_SSHD)
+    for tool, output in FAKE_TOOL_OUTPUT.items():
+        if tool == "fail2ban-client":
+            script = (
+                f'[ "$1" = status ] || exit 2\n'
+                f'[ -z "$2" ] && exec /bin/cat {FAKE_BIN}/f2b-status\n'
+                f'exec /bin/cat {FAKE_BIN}/f2b-"$2"\n'
+            )
+        else:
+            (bindir / f"{tool}.out").write_text(output)
+            script = f"exec /bin/cat {FAKE_BIN}/{tool}.out\n"
+            if tool == "wg":
+                script = f"/bin/cat /proc/self/status > {TEXTFILE_DIR}/wg.status\n" + script
+        (bindir / tool).write_text("#!/bin/sh\n" + script)
+        (bindir / tool).chmod(0o755)
+
+
+def write_cert(path, dns_name, days):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def read_prom(path):
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(path.read_text())
+        for s in family.samples
+    }
+
+
+def textfile_dir_of_another_user(layout):
+    """node-exporter's directory, owned by another user (vmail standing in for prometheus): root
+    writes there through CAP_DAC_OVERRIDE only."""
+    textfile = layout[1][TEXTFILE_DIR]
+    os.chmod(textfile, 0o755)
+    assert os.stat(textfile).st_uid != 0
+    return textfile
+
+
+def test_extra_metrics_runs_with_tools_and_the_relay_certificate_in_its_sandbox(layout, tmp_path):
+    """Root with the unit's two capabilities, read-only system, fake tools on PATH, the
+    relay's certificate at its production path /var/lib/acme/live/<mail_domain>/fullchain
+    (a temp dir bound there: nothing is written to the host's /var/lib)."""
+    make_fake_tools(tmp_path / "bin")
+    certdir = tmp_path / "acme-live-domain"
+    certdir.mkdir()
+    # a certificate whose name differs: the label must come from chatmail.ini
+    write_cert(certdir / "fullchain", f"mx.{MAIL_DOMAIN}", 45)
+    textfile = textfile_dir_of_another_user(layout)
+    daemon = start(
+        "chatmail-extra-metrics.service",
+        "chatmaild.metrics.extra",
+        layout,
+        tmp_path,
+        extra_ro_binds={FAKE_BIN: tmp_path / "bin", f"/var/lib/acme/live/{MAIL_DOMAIN}": certdir},
+        env={"PATH": FAKE_BIN},
+    )
+    try:
+        assert daemon.user.pw_uid == 0
+        rc = daemon.proc.wait(timeout=60)
+        assert rc == 0, daemon.log()
+        assert daemon.log() == ""
+        prom = textfile / "chatmail_extra.prom"
+        assert stat.S_IMODE(os.stat(prom).st_mode) == 0o644
+        samples = read_prom(prom)
+        tls = samples.pop(("tls_cert_expiry_days", (("domain", MAIL_DOMAIN),)))
+        assert 44.9 < tls <= 45
+        handshake = samples.pop(
+            ("wireguard_last_handshake_seconds", (("interface", "wg0"), ("peer", "cGVlckE=")))
+        )
+        assert handshake == float("inf")
+        assert samples == {
+            ("fail2ban_banned_total", (("jail", "sshd"),)): 3,
+            ("fail2ban_bans_total", (("jail", "sshd"),)): 17,
+            ("wireguard_received_bytes_total", (("interface", "wg0"), ("peer", "cGVlckE="))): 1000,
+            ("wireguard_sent_bytes_total", (("interface", "wg0"), ("peer", "cGVlckE="))): 2000,
+            ("postfix_queue_depth", ()): 1,
+            ("dovecot_connected_users", ()): 2,
+        }
+        status = dict(
+            (key, value.strip())
+            for key, _, value in (
+                line.partition(":") for line in (textfile / "wg.status").read_text().splitlines()
+            )
+        )
+        assert_confined(daemon, daemon.user, status)
+    finally:
+        daemon.stop()
+
+
+def test_extra_metrics_without_tools_or_certificate_in_its_sandbox(layout, tmp_path):
+    """Nothing to ask: one line per source on stderr, an (empty) .prom file all the same."""
+    (tmp_path / "empty-bin").mkdir()
+    textfile = textfile_dir_of_another_user(layout)
+    daemon = start(
+        "chatmail-extra-metrics.service",
+        "chatmaild.metrics.extra",
+        layout,
+        tmp_path,
+        extra_ro_binds={FAKE_BIN: tmp_path / "empty-bin"},
+        env={"PATH": FAKE_BIN},
+    )
+    try:
+        rc = daemon.proc.wait(timeout=60)
+        assert rc == 0, daemon.log()
+        lines = daemon.log().splitlines()
+        assert sorted(line.split(":")[1].strip() for line in lines) == [
+            "dovecot users",
+            "fail2ban",
+            "postfix queue",
+            "tls certificates",
+            "wireguard",
+        ], lines
+        assert f"tls certificates: /var/lib/acme/live/{MAIL_DOMAIN}/fullchain not found" in lines[0]
+        assert read_prom(textfile / "chatmail_extra.prom") == {}
+    finally:
+        daemon.stop()

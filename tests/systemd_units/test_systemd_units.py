@@ -60,6 +60,18 @@ EXPECTED_EXEC = {
         f"{VENV_BIN}/chatmail-metadata /run/chatmail-metadata/metadata.socket {CHATMAIL_INI}"
     ),
     "chatmail-expire.service": f"{VENV_BIN}/chatmail-expire {CHATMAIL_INI} --remove",
+    "chatmail-fsreport.service": (
+        f"{VENV_BIN}/chatmail-fsreport {CHATMAIL_INI} --textfile /var/lib/prometheus/node-exporter"
+    ),
+    # chatmaild's own metrics services (no counterpart on an existing relay: mtail and cron)
+    "chatmail-logmetrics.service": (
+        f"{VENV_BIN}/chatmail-logmetrics {CHATMAIL_INI} --udp 127.0.0.1:3904"
+        " --unix-dgram /run/chatmail-logmetrics/syslog.socket"
+    ),
+    "chatmail-extra-metrics.service": (
+        f"{VENV_BIN}/chatmail-extra-metrics {CHATMAIL_INI}"
+        " --textfile-dir /var/lib/prometheus/node-exporter"
+    ),
 }
 
 
@@ -227,7 +239,12 @@ def test_dropins_verify_clean(tmp_path):
 def test_command_lines_match_existing_relays(name):
     unit = Unit.load(SYSTEMD_DIR / name)
     assert unit.get("ExecStart") == EXPECTED_EXEC[name]
-    assert unit.get("User") == "vmail"
+    if name == "chatmail-logmetrics.service":
+        assert unit.flag("DynamicUser") and unit.get("User") is None
+    elif name == "chatmail-extra-metrics.service":
+        assert unit.get("User") is None  # root, with two capabilities
+    else:
+        assert unit.get("User") == "vmail"
 
 
 @pytest.mark.parametrize(
