@@ -1,6 +1,5 @@
 """chatmail-extra-metrics with fake fail2ban-client, wg, postqueue and doveadm on PATH."""
 
-import datetime
 import math
 import os
 import subprocess
@@ -12,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chatmaild.metrics import extraparse
 
-from conftest import daemon_env, write_ini
+from conftest import daemon_env, write_ini, write_self_signed_cert
 
 F2B_STATUS = "Status\n|- Number of jail:\t2\n`- Jail list:\tsshd, dovecot\n"
 F2B_JAIL = """Status for the jail: {jail}
@@ -194,34 +193,11 @@ def test_missing_tool_drops_only_its_family(tmp_path, tool):
     assert stderr.strip().endswith(f"{tool} not found")
 
 
-def _write_cert(path, cn, days):
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(cn)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-
 def test_certificates(tmp_path):
     bindir = tmp_path / "bin"
     make_tools(bindir)
-    _write_cert(tmp_path / "a.pem", "eijo.im", 30)
-    _write_cert(tmp_path / "b.pem", "mta-sts.eijo.im", 2)
+    write_self_signed_cert(tmp_path / "a.pem", "eijo.im", 30)
+    write_self_signed_cert(tmp_path / "b.pem", "mta-sts.eijo.im", 2)
     out = tmp_path / "out"
     out.mkdir()
     samples, stderr = run_extra(
@@ -265,8 +241,8 @@ def test_relay_certificate_from_the_config(tmp_path):
     ini = write_ini(tmp_path / "chatmail.ini", mail_domain="relay.example")
     acme = tmp_path / "acme-live"
     (acme / "relay.example").mkdir(parents=True)
-    _write_cert(acme / "relay.example" / "fullchain", "relay.example", 60)
-    _write_cert(tmp_path / "mta-sts.pem", "mta-sts.relay.example", 10)
+    write_self_signed_cert(acme / "relay.example" / "fullchain", "relay.example", 60)
+    write_self_signed_cert(tmp_path / "mta-sts.pem", "mta-sts.relay.example", 10)
     out = tmp_path / "out"
     out.mkdir()
     samples, stderr = run_extra(
@@ -281,7 +257,7 @@ def test_relay_certificate_from_the_config(tmp_path):
     assert 59.9 < tls[("tls_cert_expiry_days", (("domain", "relay.example"),))] <= 60
     check_samples(samples)
     # an explicit --cert for the mail domain replaces the default one
-    _write_cert(tmp_path / "other.pem", "relay.example", 5)
+    write_self_signed_cert(tmp_path / "other.pem", "relay.example", 5)
     samples, stderr = run_extra(
         out, bindir, ini, "--acme-dir", acme, "--cert", f"relay.example={tmp_path / 'other.pem'}"
     )
@@ -307,7 +283,7 @@ def test_missing_relay_certificate_is_one_line_and_no_family(tmp_path):
 def test_a_bad_certificate_costs_only_its_own_sample(tmp_path):
     bindir = tmp_path / "bin"
     make_tools(bindir)
-    _write_cert(tmp_path / "good.pem", "relay.example", 30)
+    write_self_signed_cert(tmp_path / "good.pem", "relay.example", 30)
     (tmp_path / "bad.pem").write_text("not a certificate\n")
     out = tmp_path / "out"
     out.mkdir()

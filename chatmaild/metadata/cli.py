@@ -1,17 +1,11 @@
 """chatmail-metadata SOCKET CONFIG: the METADATA dict service with its push notifier."""
 
-import argparse
-import logging
-import sys
-
-from chatmaild.config import load_config_or_exit
-from chatmaild.dictproxy import run_dict_service
+from chatmaild.dictproxy.entry import dict_service_main
 from chatmaild.mailbox import Mailboxes
 from chatmaild.metadata.notifier import Notifier
 from chatmaild.metadata.service import MetadataService
 from chatmaild.metadata.store import TokenStore
 from chatmaild.metadata.turn import TurnCredentials
-from chatmaild.metrics.exporter import ExportingService
 
 
 def build_service(config) -> MetadataService:
@@ -29,19 +23,10 @@ def build_service(config) -> MetadataService:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="chatmail-metadata",
-        description="Dovecot dict service for IMAP METADATA (device tokens, relay facts) "
-        "and the push notifier",
+    dict_service_main(
+        "chatmail-metadata",
+        "Dovecot dict service for IMAP METADATA (device tokens, relay facts) and the push notifier",
+        build_service,
+        lambda config: config.metrics_metadata,
+        argv,
     )
-    parser.add_argument("socket", help="unix socket path to listen on")
-    parser.add_argument("config", help="path to chatmail.ini")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-    )
-    config = load_config_or_exit(args.config)
-    service = build_service(config)
-    if config.metrics_metadata:
-        service = ExportingService(service, config.metrics_metadata, service.metrics.registry)
-    run_dict_service(args.socket, service)

@@ -4,7 +4,6 @@ Started the way the unit starts it (same argv after the program, same user, same
 and mailbox paths), with the unit's mounts, credentials, umask, MDWE and seccomp filter.
 """
 
-import datetime
 import importlib.util
 import os
 import pwd
@@ -20,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from systemd_sandbox import CONFIG_DIR_IN_SANDBOX, HERE, SandboxedDaemon, tools_missing, wait_for
 from systemd_unitfile import SYSTEMD_DIR, Unit, allowed_syscalls, syscall_groups
 
-from conftest import require, write_ini
+from conftest import require, write_ini, write_self_signed_cert
 
 CFG = f"{CONFIG_DIR_IN_SANDBOX}/chatmail.ini"
 MAIL_DOMAIN = "chat.example"
@@ -413,29 +412,6 @@ def make_fake_tools(bindir):
         (bindir / tool).chmod(0o755)
 
 
-def write_cert(path, dns_name, days):
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-
 def read_prom(path):
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -461,7 +437,7 @@ def test_extra_metrics_runs_with_tools_and_the_relay_certificate_in_its_sandbox(
     certdir = tmp_path / "acme-live-domain"
     certdir.mkdir()
     # a certificate whose name differs: the label must come from chatmail.ini
-    write_cert(certdir / "fullchain", f"mx.{MAIL_DOMAIN}", 45)
+    write_self_signed_cert(certdir / "fullchain", f"mx.{MAIL_DOMAIN}", 45)
     textfile = textfile_dir_of_another_user(layout)
     daemon = start(
         "chatmail-extra-metrics.service",
