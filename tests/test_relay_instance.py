@@ -68,3 +68,36 @@ def test_daemon_table_matches_the_relay_wiring(ini_path, tmp_path):
     assert daemons["metadata"].socket == layout.metadata_socket
     assert daemons["filtermail-outgoing"].args == (str(config.path), "outgoing")
     assert daemons["filtermail-incoming"].port == config.filtermail_smtp_port_incoming
+
+
+def test_local_relay_runs_logmetrics_following_every_log(tmp_path):
+    from chatmaild.config import read_config
+    from chatmaild.relay.instance import default_ini_text
+
+    path = tmp_path / "chatmail.ini"
+    path.write_text(default_ini_text(tmp_path))
+    config = read_config(path)
+    layout = local_layout(tmp_path)
+    log_dir = tmp_path / "log"
+    daemons = {d.name: d for d in relay_daemons(config, layout, log_dir)}
+    assert list(daemons)[0] == "logmetrics"  # first, so it follows the others from their start
+    logmetrics = daemons["logmetrics"]
+    assert logmetrics.module == "chatmaild.metrics"
+    assert logmetrics.metrics == "127.0.0.1:3903"
+    args = list(logmetrics.args)
+    assert args[:3] == [str(path), "--listen", "127.0.0.1:3903"]
+    followed = args[4::2]
+    assert set(args[3::2]) == {"--follow"}
+    assert followed[:2] == [str(layout.postfix_log), str(layout.dovecot_log)]
+    assert sorted(followed[2:]) == sorted(
+        str(log_dir / f"{name}.log") for name in daemons if name != "logmetrics"
+    )
+    # the embedded default config turns on every daemon's endpoint, on the documented ports
+    assert {name: d.metrics for name, d in daemons.items()} == {
+        "logmetrics": "127.0.0.1:3903",
+        "filtermail-outgoing": "127.0.0.1:9601",
+        "filtermail-incoming": "127.0.0.1:9602",
+        "doveauth": "127.0.0.1:9603",
+        "metadata": "127.0.0.1:9604",
+        "lastlogin": "127.0.0.1:9605",
+    }

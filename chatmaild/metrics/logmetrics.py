@@ -1,13 +1,14 @@
 """chatmail-logmetrics: the relay's log-derived counters, replacing mtail.
 
     chatmail-logmetrics [CONFIG] [--listen 127.0.0.1:3903] [--udp 127.0.0.1:PORT]
-                        [--unix-dgram PATH] [--replay FILE [--print]]
+                        [--unix-dgram PATH] [--follow FILE] [--replay FILE [--print]]
 
 Receives the Postfix/Dovecot/chatmaild syslog stream as datagrams (rsyslog `omfwd` over UDP,
-or a unix datagram socket that rsyslog/journald forward to), classifies each line
-(`logclass.classify`) and serves the counters in OpenMetrics on `--listen`. Malformed datagrams
-are counted and dropped. `--replay FILE` feeds a log file first (testing, back-filling); with
-`--print` the exposition is printed and the program exits.
+or a unix datagram socket that rsyslog/journald forward to) and/or follows log files
+(`--follow`, like `tail -F`; where no syslog daemon runs), classifies each line
+(`logclass.classify`) and serves the counters in OpenMetrics on `--listen`. Malformed
+datagrams and lines are counted and dropped. `--replay FILE` feeds a log file first (testing,
+back-filling); with `--print` the exposition is printed and the program exits.
 """
 
 import argparse
@@ -27,6 +28,7 @@ from prometheus_client.exposition import generate_latest
 from chatmaild.daemon import StartupError
 
 from .exporter import parse_listen_spec, start_exporter
+from .follow import FileFollower, follow
 from .logclass import classify
 from .logcounters import LogCounters
 from .syslog import parse_datagram
@@ -59,6 +61,10 @@ class LogMetrics:
         except Exception:  # a classifier bug must not stop the service
             counters.counts["malformed"] += 1
             log.exception("dropping a datagram that could not be classified")
+
+    def drop(self):
+        """Count a line dropped before classification (e.g. longer than the line limit)."""
+        self.counters.counts["malformed"] += 1
 
     def replay(self, path: Path) -> int:
         """Feed every line of a log file; returns the number of lines read."""
@@ -124,8 +130,9 @@ async def receive(stream, metrics: LogMetrics):
 class Running:
     """The receivers and the endpoint of a started service."""
 
-    def __init__(self, streams, tasks, server, unix_paths):
+    def __init__(self, streams, tasks, server, unix_paths, followers=()):
         self.streams = streams
+        self.followers = list(followers)
         self.tasks = tasks
         self.server = server
         self.unix_paths = unix_paths
@@ -136,6 +143,8 @@ class Running:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        for follower in self.followers:
+            follower.close()
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
@@ -143,8 +152,21 @@ class Running:
             Path(path).unlink(missing_ok=True)
 
 
-async def start(metrics: LogMetrics, listen: str, udp: list[str], unix: list[Path]) -> Running:
+async def start(
+    metrics: LogMetrics,
+    listen: str,
+    udp: list[str],
+    unix: list[Path],
+    files: list[Path] = (),
+    poll_interval: float | None = None,
+) -> Running:
+    """Bind the receivers, position the file followers, then open the endpoint.
+
+    The endpoint answers only once every follower has its start position, so a client that
+    sees it up knows that lines written from then on will be counted.
+    """
     streams = []
+    followers = [FileFollower(p, metrics.feed, metrics.drop) for p in files]
     try:
         for spec in udp:
             streams.append(await bind_udp(spec))
@@ -154,15 +176,23 @@ async def start(metrics: LogMetrics, listen: str, udp: list[str], unix: list[Pat
     except BaseException:
         for stream in streams:
             stream.close()
+        for follower in followers:
+            follower.close()
         raise
     for stream in streams:
         log.info("receiving syslog datagrams on %s", stream.sockname)
+    for follower in followers:
+        log.info("following %s", follower.path)
     tasks = [asyncio.create_task(receive(s, metrics)) for s in streams]
-    return Running(streams, tasks, server, list(unix))
+    interval = {} if poll_interval is None else {"interval": poll_interval}
+    tasks += [asyncio.create_task(follow(f, **interval)) for f in followers]
+    return Running(streams, tasks, server, list(unix), followers)
 
 
-async def serve(metrics: LogMetrics, listen: str, udp: list[str], unix: list[Path]):
-    running = await start(metrics, listen, udp, unix)
+async def serve(
+    metrics: LogMetrics, listen: str, udp: list[str], unix: list[Path], files: list[Path] = ()
+):
+    running = await start(metrics, listen, udp, unix, files)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -188,6 +218,14 @@ def build_parser():
     p.add_argument("--listen", help=f"metrics endpoint (default {DEFAULT_LISTEN})")
     p.add_argument("--udp", action="append", default=[], help="receive syslog over UDP HOST:PORT")
     p.add_argument("--unix-dgram", action="append", default=[], type=Path, metavar="PATH")
+    p.add_argument(
+        "--follow",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="follow a log file like tail -F (may be repeated)",
+    )
     p.add_argument("--replay", type=Path, metavar="FILE", help="feed a log file first")
     p.add_argument("--print", action="store_true", help="with --replay: print and exit")
     p.add_argument("--openmetrics", action="store_true", help="--print in OpenMetrics format")
@@ -222,10 +260,10 @@ def main(argv=None):
                 sys.stdout.write(generate_latest(metrics.registry).decode())
             return 0
     udp = args.udp
-    if not udp and not args.unix_dgram:
+    if not udp and not args.unix_dgram and not args.follow:
         udp = [DEFAULT_UDP]
     try:
-        asyncio.run(serve(metrics, listen, udp, args.unix_dgram))
+        asyncio.run(serve(metrics, listen, udp, args.unix_dgram, args.follow))
     except (OSError, StartupError) as exc:
         print(f"chatmail-logmetrics: {exc}", file=sys.stderr)
         return 1

@@ -4,6 +4,9 @@ import dataclasses
 import importlib.util
 from pathlib import Path
 
+# chatmail-logmetrics' own default (mtail's address), when the ini sets no metrics_logmetrics
+LOGMETRICS_DEFAULT_LISTEN = "127.0.0.1:3903"
+
 
 @dataclasses.dataclass(frozen=True)
 class Daemon:
@@ -12,6 +15,7 @@ class Daemon:
     args: tuple  # command-line arguments after `python -m module`
     socket: Path | None = None  # ready when this unix socket accepts connections
     port: int | None = None  # ready when 127.0.0.1:port accepts connections
+    metrics: str = ""  # listen spec of its Prometheus endpoint ("" = off)
 
     def available(self):
         """Whether this checkout has the daemon (packages land one by one)."""
@@ -21,38 +25,57 @@ class Daemon:
             return False
 
 
-def relay_daemons(config, layout):
-    """The daemons of a relay, in start order (dict services before the filters)."""
+def relay_daemons(config, layout, log_dir=None):
+    """The daemons of a relay, in start order (dict services before the filters).
+
+    With `log_dir` (the local relay, whose logs are files there), chatmail-logmetrics comes
+    first and follows the Postfix and Dovecot log files and every other daemon's log.
+    """
     ini = str(config.path)
-    return [
+    daemons = [
         Daemon(
             "doveauth",
             "chatmaild.doveauth",
             (str(layout.doveauth_socket), ini),
             socket=layout.doveauth_socket,
+            metrics=config.metrics_doveauth,
         ),
         Daemon(
             "lastlogin",
             "chatmaild.lastlogin",
             (str(layout.lastlogin_socket), ini),
             socket=layout.lastlogin_socket,
+            metrics=config.metrics_lastlogin,
         ),
         Daemon(
             "metadata",
             "chatmaild.metadata",
             (str(layout.metadata_socket), ini),
             socket=layout.metadata_socket,
+            metrics=config.metrics_metadata,
         ),
         Daemon(
             "filtermail-outgoing",
             "chatmaild.filtermail",
             (ini, "outgoing"),
             port=config.filtermail_smtp_port,
+            metrics=config.metrics_filtermail_outgoing,
         ),
         Daemon(
             "filtermail-incoming",
             "chatmaild.filtermail",
             (ini, "incoming"),
             port=config.filtermail_smtp_port_incoming,
+            metrics=config.metrics_filtermail_incoming,
         ),
     ]
+    if log_dir is None:
+        return daemons
+    logs = [layout.postfix_log, layout.dovecot_log]
+    logs += [Path(log_dir) / f"{d.name}.log" for d in daemons]
+    follow = [arg for path in logs if path is not None for arg in ("--follow", str(path))]
+    listen = config.metrics_logmetrics or LOGMETRICS_DEFAULT_LISTEN
+    logmetrics = Daemon(
+        "logmetrics", "chatmaild.metrics", (ini, "--listen", listen, *follow), metrics=listen
+    )
+    return [logmetrics, *daemons]

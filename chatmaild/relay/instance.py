@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from chatmaild.metrics.exporter import parse_listen_spec
 from chatmaild.relay import netns as netns_mod
 from chatmaild.relay.daemons import relay_daemons
 from chatmaild.relay.render import local_layout, push_script_text, render_relay, substitute
@@ -336,6 +337,13 @@ class Relay:
         os.chown(config.mailboxes_dir, vmail.pw_uid, vmail.pw_gid)
         for name in ("filtermail-outgoing", "filtermail-incoming"):
             (self.log_dir / f"{name}.log").touch()
+        # chatmail-logmetrics (as vmail) follows the Postfix and Dovecot logs: create them
+        # readable by group vmail (Dovecot would create its log 0600 root; both keep the
+        # mode of an existing file).
+        for log_file in (layout.postfix_log, layout.dovecot_log):
+            log_file.touch()
+            os.chown(log_file, 0, vmail.pw_gid)
+            os.chmod(log_file, 0o640)
 
         for path, text in render_relay(config, layout).items():
             path.write_text(text)
@@ -364,7 +372,7 @@ class Relay:
         return proc
 
     def daemons(self):
-        return relay_daemons(self.config, self.layout)
+        return relay_daemons(self.config, self.layout, self.log_dir)
 
     def up(self):
         """Prepare and start everything; returns when the relay accepts connections."""
@@ -409,10 +417,12 @@ class Relay:
                 continue
             if daemon.socket is not None:
                 checks.append((daemon.name, lambda p=daemon.socket: _unix_socket_ready(p)))
-            else:
+            elif daemon.port is not None:
                 checks.append(
                     (daemon.name, lambda p=daemon.port: netns_mod.tcp_port_open(self.netns, p))
                 )
+            if daemon.metrics:
+                checks.append((daemon.name, self._endpoint_check(daemon.metrics)))
 
         def port_open(port):
             return lambda: netns_mod.tcp_port_open(self.netns, port)
@@ -428,6 +438,24 @@ class Relay:
         for port in ports:
             checks.append((f"postfix:{port}", port_open(port)))
         return checks
+
+    def _endpoint_check(self, spec):
+        listen = parse_listen_spec(spec)
+        if listen.path is not None:
+            return lambda: _unix_socket_ready(listen.path)
+        return lambda: netns_mod.tcp_port_open(self.netns, listen.port, host=listen.host)
+
+    def metrics_urls(self):
+        """{daemon name: URL of its Prometheus endpoint} for the daemons that run."""
+        urls = {}
+        for daemon in self.daemons():
+            if daemon.metrics and daemon.name not in self.skipped:
+                listen = parse_listen_spec(daemon.metrics)
+                if listen.path is not None:
+                    urls[daemon.name] = f"unix:{listen.path} (GET /metrics)"
+                else:
+                    urls[daemon.name] = f"http://{listen.describe()}/metrics"
+        return urls
 
     def wait_ready(self, timeout=READY_TIMEOUT, only=None):
         deadline = time.monotonic() + timeout
@@ -453,7 +481,8 @@ class Relay:
     def _stop_pid(self, name, pid):
         if not _pid_alive(pid):
             return
-        module_hint = name.split("-")[0]
+        modules = {d.name: d.module for d in self.daemons()} if self.config else {}
+        module_hint = modules.get(name, name.split("-")[0])
         if module_hint not in _cmdline(pid):
             return  # not ours any more (pid reused)
         with contextlib.suppress(ProcessLookupError):
@@ -563,6 +592,17 @@ class Relay:
             if self.netns
             else "on this machine's loopback (127.0.0.1)"
         )
+        urls = self.metrics_urls()
+        metrics = ""
+        if urls:
+            width = max(map(len, urls))
+            metrics = "\n\nPrometheus metrics (GET /metrics):"
+            http = [u for u in urls.values() if u.startswith("http")]
+            if http:
+                run = f"ip netns exec {self.netns} curl -s" if self.netns else "curl -s"
+                metrics = f"\n\nPrometheus metrics (e.g. `{run} {http[0]}`):"
+            for name, url in urls.items():
+                metrics += f"\n  {name:{width}}  {url}"
         skipped = (
             f"\nNot running (not in this checkout yet): {', '.join(self.skipped)}"
             if self.skipped
@@ -580,7 +620,7 @@ Point a Delta Chat client at it (advanced login settings):
   IMAP       server {host}, port {IMAP_PORT}, SSL/TLS
   SMTP       server {host}, port 465 SSL/TLS (or 587 STARTTLS)
   certificate checks: accept invalid certificates (the certificate is self-signed)
-  port 25 takes mail from other servers (STARTTLS required){skipped}
+  port 25 takes mail from other servers (STARTTLS required){metrics}{skipped}
 
 Stop it with: python -m chatmaild.relay down --state-dir {self.state_dir}"""
 

@@ -81,8 +81,9 @@ def entered(name):
 
 def tcp_port_open(name, port, host="127.0.0.1", timeout=0.5):
     """Whether something accepts connections on host:port inside the namespace."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with entered(name):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(family, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect((host, port))
