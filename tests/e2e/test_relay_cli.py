@@ -95,7 +95,8 @@ def test_up_status_down(cli_state):
     _assert_gone(state, netns)
 
 
-def test_foreground_stops_everything_on_sigterm(cli_state):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_foreground_stops_everything_on_signal(cli_state, signum):
     state, netns = cli_state
     proc = subprocess.Popen(
         _relay_cmd("up", "--foreground", "--state-dir", state, "--netns", netns),
@@ -112,7 +113,7 @@ def test_foreground_stops_everything_on_sigterm(cli_state):
                 break
         assert any("is up" in line for line in lines), "".join(lines)
         assert _status(state).returncode == 0
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         rest = proc.communicate(timeout=60)[0]
         assert proc.returncode == 0, rest
         assert "relay stopped" in rest
