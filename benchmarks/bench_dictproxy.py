@@ -3,10 +3,11 @@
     PYTHONPATH=. python benchmarks/bench_dictproxy.py [--json] [--quick]
 
 Starts the real daemons (`python -m chatmaild.doveauth|lastlogin SOCKET CONFIG`) on a temp
-mailboxes dir and drives them from separate load processes with raw non-blocking sockets
-(a selectors loop per process, requests pre-built), so the client is cheap. Reports, per
-scenario: requests/s, p50/p99 latency, the server's CPU-ms per request (from /proc), and the
-server's peak RSS; plus RSS per idle connection with 1000 connections open. Bounded: every
+mailboxes dir and drives them with the shared load client of benchmarks/dictload.py
+(separate processes, an epoll loop over raw sockets each, requests pre-built), so the
+client is cheap. Reports, per scenario: requests/s, p50/p99 latency, the server's CPU-ms per
+request (from /proc), the clients' CPU, and the server's peak RSS; plus RSS per idle
+connection with 1000 connections open. Bounded: every
 scenario has a request count and a time cap.
 
 Scenarios (issue 4): userdb lookups for existing users with one pipelined connection and with
@@ -19,7 +20,6 @@ import json
 import multiprocessing
 import os
 import resource
-import selectors
 import socket
 import subprocess
 import sys
@@ -27,10 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import dictload
+
 REPO = Path(__file__).resolve().parent.parent
 DOMAIN = "bench.example"
 HELLO = b"H3\t2\t0\t\tbench\n"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 TARGETS = {
@@ -62,10 +63,6 @@ class Daemon:
                 raise RuntimeError(f"{module} did not start, see {self.log.name}")
             time.sleep(0.02)
 
-    def cpu_seconds(self):
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime (all threads)
-
     def status(self, key):
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith(key + ":"):
@@ -81,112 +78,7 @@ class Daemon:
         self.log.close()
 
 
-# -- load clients (run in their own processes) ------------------------------------------------
-
-
-def _conn_per_request_worker(path, requests, slots, deadline, start_at, out):
-    """Keep `slots` connections busy: connect, send one request, read one reply line, close."""
-    while time.time() < start_at:
-        time.sleep(0.0005)
-    sel = selectors.DefaultSelector()
-    latencies = []
-    errors = 0
-    next_index = 0
-    active = 0
-    usage0 = resource.getrusage(resource.RUSAGE_SELF)
-    t0 = time.perf_counter()
-
-    def start_one():
-        nonlocal next_index, active, errors
-        while next_index < len(requests):
-            request = requests[next_index]
-            next_index += 1
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                s.connect(path)
-                s.sendall(request)
-            except OSError:
-                s.close()
-                errors += 1
-                continue
-            s.setblocking(False)
-            sel.register(s, selectors.EVENT_READ, [time.perf_counter(), b""])
-            active += 1
-            return
-
-    for _ in range(slots):
-        start_one()
-    while active:
-        if time.monotonic() > deadline:
-            break
-        for key, _ in sel.select(1.0):
-            s = key.fileobj
-            try:
-                chunk = s.recv(65536)
-            except OSError:
-                chunk = b""
-            state = key.data
-            state[1] += chunk
-            if chunk and not state[1].endswith(b"\n"):
-                continue
-            if chunk and state[1][:1] == b"O":
-                latencies.append(time.perf_counter() - state[0])
-            else:
-                errors += 1
-            sel.unregister(s)
-            s.close()
-            active -= 1
-            start_one()
-    elapsed = time.perf_counter() - t0
-    usage1 = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
-    out.send((latencies, errors, elapsed, cpu))
-    out.close()
-
-
-def _pipelined_worker(path, lines, window, deadline, out):
-    """One connection; keep up to `window` requests in flight; count reply lines."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.connect(path)
-    s.sendall(HELLO)
-    s.setblocking(False)
-    usage0 = resource.getrusage(resource.RUSAGE_SELF)
-    t0 = time.perf_counter()
-    sent = received = 0
-    total = len(lines)
-    batch = 500
-    errors = 0
-    sel = selectors.DefaultSelector()
-    sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
-    pending_out = b""
-    while received < total and time.monotonic() < deadline:
-        for _, mask in sel.select(1.0):
-            if mask & selectors.EVENT_READ:
-                chunk = s.recv(1 << 20)
-                if not chunk:
-                    raise RuntimeError("server closed the connection")
-                received += chunk.count(b"\n")
-                errors += chunk.count(b"\nF") + chunk.count(b"\nN")
-            if mask & selectors.EVENT_WRITE:
-                if not pending_out and sent < total and sent - received < window:
-                    pending_out = b"".join(lines[sent : sent + batch])
-                    sent += min(batch, total - sent)
-                if pending_out:
-                    try:
-                        n = s.send(pending_out)
-                        pending_out = pending_out[n:]
-                    except BlockingIOError:
-                        pass
-        want = selectors.EVENT_READ
-        if pending_out or (sent < total and sent - received < window):
-            want |= selectors.EVENT_WRITE
-        sel.modify(s, want)
-    elapsed = time.perf_counter() - t0
-    usage1 = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
-    s.close()
-    out.send((received, errors, elapsed, cpu))
-    out.close()
+# -- idle connections (own process) ---------------------------------------------------------
 
 
 def _idle_worker(path, count, hold, out):
@@ -206,70 +98,37 @@ def _idle_worker(path, count, hold, out):
 # -- scenarios --------------------------------------------------------------------------------
 
 
-def percentile(sorted_values, q):
-    if not sorted_values:
-        return None
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
-
-
 def run_conn_per_request(daemon, requests, concurrency, cap_seconds):
-    ctx = multiprocessing.get_context("fork")
-    procs = min(concurrency, 2)
-    shares = [requests[i::procs] for i in range(procs)]
-    slots = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
-    start_at = time.time() + 0.3
-    deadline = time.monotonic() + 0.3 + cap_seconds
-    cpu0 = daemon.cpu_seconds()
-    pipes, workers = [], []
-    for share, n in zip(shares, slots, strict=True):
-        parent, child = ctx.Pipe(duplex=False)
-        p = ctx.Process(
-            target=_conn_per_request_worker,
-            args=(str(daemon.socket), share, n, deadline, start_at, child),
-        )
-        p.start()
-        pipes.append(parent)
-        workers.append(p)
-    results = [pipe.recv() for pipe in pipes]
-    for p in workers:
-        p.join()
-    server_cpu = daemon.cpu_seconds() - cpu0
-    latencies = sorted(lat for r in results for lat in r[0])
-    errors = sum(r[1] for r in results)
-    elapsed = max(r[2] for r in results)
-    done = len(latencies)
+    load = dictload.conn_per_request(
+        daemon.socket, requests, concurrency, cap_seconds, daemon.proc.pid
+    )
     return {
-        "requests": done,
-        "errors": errors,
-        "seconds": round(elapsed, 3),
-        "rps": round(done / elapsed) if elapsed else 0,
-        "p50_ms": round(percentile(latencies, 0.50) * 1000, 3) if latencies else None,
-        "p99_ms": round(percentile(latencies, 0.99) * 1000, 3) if latencies else None,
-        "server_cpu_s_per_1000": round(server_cpu / done * 1000, 4) if done else None,
-        "client_cpu_s": round(sum(r[3] for r in results), 3),
+        "requests": load.done,
+        "errors": load.errors,
+        "seconds": round(load.seconds, 3),
+        "rps": load.rps,
+        "p50_ms": load.latency_ms(0.50),
+        "p99_ms": load.latency_ms(0.99),
+        "server_cpu_s_per_1000": (
+            round(load.server_cpu_s / load.done * 1000, 4) if load.done else None
+        ),
+        "client_cpu_s": round(load.client_cpu_s, 3),
         "peak_rss_bytes": daemon.status("VmHWM"),
     }
 
 
 def run_pipelined(daemon, lines, cap_seconds):
-    ctx = multiprocessing.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    cpu0 = daemon.cpu_seconds()
-    p = ctx.Process(
-        target=_pipelined_worker,
-        args=(str(daemon.socket), lines, 20000, time.monotonic() + cap_seconds, child),
-    )
-    p.start()
-    received, errors, elapsed, client_cpu = parent.recv()
-    p.join()
-    server_cpu = daemon.cpu_seconds() - cpu0
+    load = dictload.pipelined(daemon.socket, HELLO, [lines], cap_seconds, daemon.proc.pid)
+    received = load.done + load.errors  # every reply line, as counted before
     return {
         "requests": received,
-        "errors": errors,
-        "seconds": round(elapsed, 3),
-        "rps": round(received / elapsed) if elapsed else 0,
-        "server_cpu_s_per_1000": round(server_cpu / received * 1000, 4) if received else None,
-        "client_cpu_s": round(client_cpu, 3),
+        "errors": load.errors,
+        "seconds": round(load.seconds, 3),
+        "rps": round(received / load.seconds) if load.seconds else 0,
+        "server_cpu_s_per_1000": (
+            round(load.server_cpu_s / received * 1000, 4) if received else None
+        ),
+        "client_cpu_s": round(load.client_cpu_s, 3),
         "peak_rss_bytes": daemon.status("VmHWM"),
     }
 
