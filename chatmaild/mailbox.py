@@ -222,9 +222,12 @@ class User:
         The lock is an flock on `metadata.json.lock`, held across processes; the write is
         atomic. If the body raises, nothing is written.
         """
-        self.dir.mkdir(parents=True, exist_ok=True)
         lock_path = self.dir / (METADATA + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:  # first write for this address: make its directory
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             data = self.read_metadata(now=now)
