@@ -12,9 +12,16 @@ Phases (each also run straight against the sink, as the ceiling):
    msgs/s, ratio to the ceiling, filter CPU-seconds per 1000 messages (/proc/<pid>/stat);
 2. latency at a fixed offered rate (--rate msg/s, 4 KB): p50/p99 of connect -> final reply;
 3. slow sink: the sink answers the final dot after 1 s, --slow-sessions sessions: msgs/s;
+4. metrics on/off (issue 8), 4 KB: the same load through a filter with its metrics endpoint
+   off and one with `metrics_filtermail_outgoing` on and scraped every --scrape-interval s,
+   alternating, --metrics-rounds rounds each: msgs/s and CPU-s/1000 of both; the scraped
+   counter must equal the messages sent. (The daemon counts in memory either way; the
+   in-process cost of one message's metric updates is reported as well.)
 peak RSS (VmHWM) of each filter process is reported per phase.
 
-    python benchmarks/bench_filtermail.py [--quick] [--json]
+    python benchmarks/bench_filtermail.py [--quick] [--json] [--metrics]
+
+--metrics turns the metrics endpoint on for the filters of phases 1-3 too.
 
 Targets (issue 3): >= 20% of the ceiling, <= 0.5 CPU-s per 1000 msgs, p99 <= 10 ms at
 200 msg/s, >= 80 msg/s with the slow sink at 100 sessions, peak RSS <= 60 MB at 100 sessions.
@@ -29,7 +36,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,10 +95,12 @@ class Sink:
 
 
 class FilterProcess:
-    """The real daemon, outgoing mode, re-injecting into `reinject_port`."""
+    """The real daemon, outgoing mode, re-injecting into `reinject_port`; with `metrics`,
+    its metrics endpoint listens on 127.0.0.1:`metrics_port`."""
 
-    def __init__(self, workdir: Path, reinject_port: int, name: str):
+    def __init__(self, workdir: Path, reinject_port: int, name: str, metrics: bool = False):
         self.port = free_port()
+        self.metrics_port = free_port() if metrics else None
         ini = workdir / f"{name}.ini"
         ini.write_text(
             "[params]\n"
@@ -99,6 +110,7 @@ class FilterProcess:
             f"postfix_reinject_port = {reinject_port}\n"
             "max_user_send_per_minute = 100000000\n"
             "max_user_send_burst_size = 100000000\n"
+            + (f"metrics_filtermail_outgoing = 127.0.0.1:{self.metrics_port}\n" if metrics else "")
         )
         self.log_path = workdir / f"{name}.log"
         env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -110,6 +122,22 @@ class FilterProcess:
                 stderr=log,
             )
         wait_port(self.port)
+        if metrics:
+            wait_port(self.metrics_port)
+
+    def scrape(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.read().decode()
+
+    def encrypted_count(self) -> float:
+        """chatmail_filtermail_messages_total{outcome="encrypted"} as scraped."""
+        for line in self.scrape().splitlines():
+            if line.startswith("chatmail_filtermail_messages_total{") and (
+                'outcome="encrypted"' in line
+            ):
+                return float(line.rsplit(" ", 1)[1])
+        raise RuntimeError("no encrypted-messages counter in the scrape")
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -220,11 +248,11 @@ def run_fixed_rate(port, message, rate, seconds):
 # -- phases ------------------------------------------------------------------------------------
 
 
-def throughput(workdir: Path, sizes, counts, sessions: int) -> dict:
+def throughput(workdir: Path, sizes, counts, sessions: int, metrics: bool = False) -> dict:
     results = {}
     sent = 0
     sink = Sink()
-    filt = FilterProcess(workdir, sink.port, "throughput")
+    filt = FilterProcess(workdir, sink.port, "throughput", metrics)
     try:
         for label in sizes:
             message = make_message(SIZES[label])
@@ -258,9 +286,9 @@ def throughput(workdir: Path, sizes, counts, sessions: int) -> dict:
     return results
 
 
-def latency(workdir: Path, rate: float, seconds: float) -> dict:
+def latency(workdir: Path, rate: float, seconds: float, metrics: bool = False) -> dict:
     sink = Sink()
-    filt = FilterProcess(workdir, sink.port, "latency")
+    filt = FilterProcess(workdir, sink.port, "latency", metrics)
     try:
         message = make_message(SIZES["4KB"])
         run_fixed_rate(filt.port, message, rate, 1.0)  # warm-up
@@ -272,9 +300,9 @@ def latency(workdir: Path, rate: float, seconds: float) -> dict:
         sink.stop()
 
 
-def slow_sink(workdir: Path, sessions: int, count: int) -> dict:
+def slow_sink(workdir: Path, sessions: int, count: int, metrics: bool = False) -> dict:
     sink = Sink(delay=1.0)
-    filt = FilterProcess(workdir, sink.port, "slow")
+    filt = FilterProcess(workdir, sink.port, "slow", metrics)
     try:
         message = make_message(SIZES["4KB"])
         msgfile = workdir / "msg-slow.txt"
@@ -293,6 +321,103 @@ def slow_sink(workdir: Path, sessions: int, count: int) -> dict:
         sink.stop()
 
 
+class Scraper:
+    """Scrapes a metrics endpoint at once and then every `interval` seconds in a thread, like
+    Prometheus (which scrapes every 15 s: the default here is far more often, pessimistic)."""
+
+    def __init__(self, filt: FilterProcess, interval: float):
+        self.filt = filt
+        self.interval = interval
+        self.scrapes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while True:
+            self.filt.scrape()
+            self.scrapes += 1
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(15)
+
+
+def metric_update_cost_us(repeat: int = 20000) -> float:
+    """In-process microseconds per message of the metric updates `FilterHandler.on_message`
+    makes for an accepted message (decision histogram, bytes, outcome, reinject histogram)."""
+    from chatmaild.metrics.filtermail import FiltermailMetrics
+
+    metrics = FiltermailMetrics("outgoing")
+    line = "Outgoing: Filtering encrypted mail."
+    start = time.perf_counter()
+    for _ in range(repeat):
+        metrics.decision_seconds.observe(0.0003)
+        metrics.received_bytes.inc(3659)
+        metrics.count_decision(None, line)
+        metrics.reinject_seconds.observe(0.002)
+    return (time.perf_counter() - start) / repeat * 1e6
+
+
+def metrics_on_off(
+    workdir: Path, count: int, sessions: int, rounds: int, scrape_interval: float
+) -> dict:
+    """4 KB throughput with the metrics endpoint off and on (scraped), alternating."""
+    message = make_message(SIZES["4KB"])
+    msgfile = workdir / "msg-metrics.txt"
+    msgfile.write_bytes(message.replace(b"\r\n", b"\n"))
+    sink = Sink()
+    filters = {
+        "off": FilterProcess(workdir, sink.port, "metrics-off", metrics=False),
+        "on": FilterProcess(workdir, sink.port, "metrics-on", metrics=True),
+    }
+    totals = {name: {"seconds": 0.0, "cpu": 0.0, "messages": 0} for name in filters}
+    sent = {name: 0 for name in filters}
+    scrapes = 0
+    try:
+        for name, filt in filters.items():  # warm-up
+            warm = max(sessions, count // 10)
+            smtp_source(filt.port, msgfile, sessions, warm)
+            sent[name] += warm
+        for _ in range(rounds):
+            for name, filt in filters.items():
+                cpu0 = filt.cpu_seconds()
+                if name == "on":
+                    with Scraper(filt, scrape_interval) as scraper:
+                        seconds = smtp_source(filt.port, msgfile, sessions, count)
+                    scrapes += scraper.scrapes
+                else:
+                    seconds = smtp_source(filt.port, msgfile, sessions, count)
+                totals[name]["cpu"] += filt.cpu_seconds() - cpu0
+                totals[name]["seconds"] += seconds
+                totals[name]["messages"] += count
+                sent[name] += count
+        counted = filters["on"].encrypted_count()
+        if counted != sent["on"]:
+            raise RuntimeError(f"metrics counted {counted} of {sent['on']} messages")
+        results = {"message_bytes": len(message), "sessions": sessions, "rounds": rounds}
+        for name, t in totals.items():
+            results[name] = {
+                "messages": t["messages"],
+                "filter_msgs_per_s": round(t["messages"] / t["seconds"], 1),
+                "filter_cpu_s_per_1000": round(t["cpu"] / t["messages"] * 1000, 3),
+            }
+        results["on"]["scrapes"] = scrapes
+        results["on"]["scrape_interval_s"] = scrape_interval
+        results["on"]["counted_messages"] = int(counted)
+        results["update_cost_us_per_message"] = round(metric_update_cost_us(), 2)
+        return results
+    finally:
+        for filt in filters.values():
+            filt.stop()
+        sink.stop()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -301,6 +426,11 @@ def main(argv=None):
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--rate-seconds", type=float, default=10.0)
     parser.add_argument("--slow-sessions", type=int, default=100)
+    parser.add_argument(
+        "--metrics", action="store_true", help="metrics endpoint on in phases 1-3 as well"
+    )
+    parser.add_argument("--metrics-rounds", type=int, default=2)
+    parser.add_argument("--scrape-interval", type=float, default=0.2)
     args = parser.parse_args(argv)
     for tool in (SMTP_SINK, SMTP_SOURCE):
         if not Path(tool).exists():
@@ -312,10 +442,14 @@ def main(argv=None):
         workdir = Path(tmp)
         os.chmod(workdir, 0o755)
         results = {
-            "throughput": throughput(workdir, list(SIZES), counts, args.sessions),
-            "latency": latency(workdir, args.rate, args.rate_seconds * scale),
+            "metrics_endpoint": args.metrics,
+            "throughput": throughput(workdir, list(SIZES), counts, args.sessions, args.metrics),
+            "latency": latency(workdir, args.rate, args.rate_seconds * scale, args.metrics),
             "slow_sink": slow_sink(
-                workdir, args.slow_sessions, int(args.slow_sessions * 8 * scale)
+                workdir, args.slow_sessions, int(args.slow_sessions * 8 * scale), args.metrics
+            ),
+            "metrics_on_off": metrics_on_off(
+                workdir, counts["4KB"], args.sessions, args.metrics_rounds, args.scrape_interval
             ),
         }
     if args.json:
@@ -345,6 +479,21 @@ def main(argv=None):
         f"{slow['filter_msgs_per_s']} msg/s (ceiling {slow['ceiling_msgs_per_s']} msg/s), "
         f"peak RSS {slow['peak_rss_mb']} MB"
     )
+    mo = results["metrics_on_off"]
+    print(f"metrics on/off, 4 KB, {mo['sessions']} sessions, {mo['rounds']} rounds each:")
+    for name in ("off", "on"):
+        r = mo[name]
+        extra = (
+            f", {r['scrapes']} scrapes every {r['scrape_interval_s']} s, "
+            f"counted {r['counted_messages']}"
+            if name == "on"
+            else ""
+        )
+        print(
+            f"  metrics {name:>3}: {r['filter_msgs_per_s']} msg/s, "
+            f"filter CPU {r['filter_cpu_s_per_1000']} s/1000 msgs{extra}"
+        )
+    print(f"  metric updates in-process: {mo['update_cost_us_per_message']} us per message")
 
 
 if __name__ == "__main__":
