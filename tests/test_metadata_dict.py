@@ -201,6 +201,28 @@ async def test_resetting_a_token_refreshes_its_date(served, clock):
     assert await client.lookup_value(TOKEN_KEY) == "tok"
 
 
+async def test_reregistration_within_a_day_does_not_rewrite(served, clock):
+    """Delta Chat sets its token at every login: the date is refreshed at most once a day."""
+    client, mailboxes, _ = served
+    assert await client.commit([(TOKEN_KEY, "tok")]) == "O"
+    first = metadata_file(mailboxes).stat()
+    registered = int(clock.now)
+    clock.advance(DAY - 1)
+    assert await client.commit([(TOKEN_KEY, "tok")]) == "O"
+    again = metadata_file(mailboxes).stat()
+    assert (again.st_ino, again.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+    assert json.loads(metadata_file(mailboxes).read_text())["devicetoken"] == {"tok": registered}
+    clock.advance(1)
+    assert await client.commit([(TOKEN_KEY, "tok")]) == "O"
+    assert metadata_file(mailboxes).stat().st_ino != first.st_ino
+    assert json.loads(metadata_file(mailboxes).read_text())["devicetoken"] == {
+        "tok": int(clock.now)
+    }
+    # a different token is always written
+    assert await client.commit([(TOKEN_KEY, "other")]) == "O"
+    assert await client.lookup_value(TOKEN_KEY) == "tok other"
+
+
 async def test_tokens_expire_after_90_days(served, clock):
     client, mailboxes, _ = served
     assert await client.commit([(TOKEN_KEY, "old")]) == "O"
@@ -352,3 +374,22 @@ async def test_corrupt_metadata_json(served, caplog, content):
     # a new token replaces the corrupt file
     assert await client.commit([(TOKEN_KEY, "fresh")]) == "O"
     assert await client.lookup_value(TOKEN_KEY) == "fresh"
+
+
+@pytest.mark.parametrize(
+    "stored, now, recent",
+    [
+        ({"t": 1000}, 1000, True),
+        ({"t": 1000}, 1000 + DAY - 1, True),
+        ({"t": 1000}, 1000 + DAY, False),
+        ({}, 1000, False),
+        ({"other": 1000}, 1000, False),
+        ({"t": 0}, 1000, False),  # legacy entry: written with a real date
+        ({"t": 5000}, 1000, False),  # dated in the future: replaced
+        ({"t": "x"}, 1000, False),
+    ],
+)
+def test_is_recent_registration(stored, now, recent):
+    from chatmaild.metadata.tokens import is_recent_registration
+
+    assert is_recent_registration(stored, "t", now) is recent

@@ -32,11 +32,18 @@ class TokenStore:
             self._modify(user, lambda tokens, now: None)
         return valid
 
-    def add_token(self, addr: str, token: str) -> None:
+    def add_token(self, addr: str, token: str) -> bool:
+        """Store `token` dated now; False when it was stored less than a day ago (no write)."""
+        user = self.mailboxes.user(addr)
+        now = self.clock()
+        if T.is_recent_registration(self._read(user, now), token, now):
+            return False
+
         def add(tokens, now):
             tokens[token] = int(now)
 
-        self._modify(self.mailboxes.user(addr), add)
+        self._modify(user, add)
+        return True
 
     def remove_tokens(self, addr: str, token: str | None = None) -> None:
         """Remove `token`, or every token of `addr` when `token` is None."""

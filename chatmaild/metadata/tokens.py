@@ -9,6 +9,8 @@ TOKEN_KEY = "devicetoken"
 MAX_TOKEN_AGE = 90 * 86400
 MAX_TOKEN_BYTES = 4096
 LEGACY_TIMESTAMP = 0
+# A token registered again within this many seconds of its stored date is not rewritten.
+REREGISTER_REFRESH = 86400
 
 
 def token_problem(token: str) -> str | None:
@@ -52,3 +54,16 @@ def pruned(tokens: dict, now: float) -> dict:
         for t, ts in tokens.items()
         if isinstance(t, str) and is_valid(ts, now)
     }
+
+
+def is_recent_registration(tokens: dict, token: str, now: float) -> bool:
+    """True when `token` is stored, valid and dated within the last REREGISTER_REFRESH seconds.
+
+    Delta Chat sets its token again at every login. Storing the date only once a day (as
+    lastlogin does for logins) spares a metadata.json rewrite per login; a token then expires
+    at most one day earlier than it would with the exact date.
+    """
+    stamp = tokens.get(token)
+    if stamp is None or stamp == LEGACY_TIMESTAMP or not is_valid(stamp, now):
+        return False
+    return now - stamp < REREGISTER_REFRESH
