@@ -377,12 +377,15 @@ class Relay:
     def up(self):
         """Prepare and start everything; returns when the relay accepts connections."""
         if self.state_file.exists():
-            with contextlib.suppress(RelayError):
+            try:
                 old = Relay.from_state(self.state_dir, log=self.log)
-                if any(old.status().values()):
-                    raise RelayError(
-                        f"a relay is already running from {self.state_dir}: run `down` first"
-                    )
+            except RelayError:
+                old = None  # an unreadable state file: nothing of it can be running
+            if old is not None and any(old.status().values()):
+                # before anything is touched: the running relay's state file stays intact
+                raise RelayError(
+                    f"a relay is already running from {self.state_dir}: run `down` first"
+                )
         self.prepare()
         if self.netns:
             names = [self.config.mail_domain, socket.gethostname()]

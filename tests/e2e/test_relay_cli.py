@@ -82,6 +82,7 @@ def test_up_status_down(cli_state):
         check=False,
     )
     assert again.returncode == 1 and "already running" in again.stderr
+    assert _status(state).returncode == 0  # the refused second `up` changed nothing
 
     down = subprocess.run(
         _relay_cmd("down", "--state-dir", state),
@@ -93,6 +94,8 @@ def test_up_status_down(cli_state):
     )
     assert down.returncode == 0, down.stderr
     _assert_gone(state, netns)
+    leftovers = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == "", "daemons left running after down"
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
