@@ -94,6 +94,9 @@ def test_production_rendering_uses_ini_values_and_debian_paths(config):
     assert "push_notification_driver = lua:file=/etc/dovecot/push_notification.lua" in dovecot
     assert "mail_lua notify push_notification push_notification_lua" in dovecot
     assert "quota_rule = *:storage=500M" in dovecot
+    # the quota_warning hook: 90% of 500M -> chatmail-quota-expire 350 <home>
+    assert "quota_warning = storage=90%% quota-warning 350 %h" in dovecot
+    assert "executable = script /usr/local/lib/chatmaild/venv/bin/chatmail-quota-expire" in dovecot
     assert "/var/spool/postfix/private/dovecot-lmtp" in dovecot
     assert "ssl = required" in dovecot
     assert "base_dir" not in dovecot and "log_path" not in dovecot
@@ -206,6 +209,8 @@ def test_real_postconf_and_doveconf_accept_the_local_rendering(config, tmp_path)
     )
     assert dove.returncode == 0, dove.stderr
     assert "imap_metadata = yes" in dove.stdout
+    assert "quota_warning = storage=90%% quota-warning 350 %h" in dove.stdout
+    assert "service quota-warning {" in dove.stdout
 
 
 def test_example_ini_renders_for_production():

@@ -8,6 +8,7 @@ Debian relay) and a private test relay under one directory (`local_layout`).
 import dataclasses
 import functools
 import re
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -27,6 +28,8 @@ DOVECOT_FILES = {
     "auth.conf": "dovecot/auth.conf",
 }
 PUSH_SCRIPT = ("chatmaild.metadata", "push_notification.lua")
+# chatmail-quota-expire trims to this share of the quota, as chatmail-expire does.
+QUOTA_TRIM_RATIO = 0.7
 LMTP_PUSH_PLUGINS = "mail_lua notify push_notification push_notification_lua"
 
 
@@ -63,6 +66,8 @@ class Layout:
     default_client_limit: int = 20000
     imap_process_limit: int = 50000
     imap_login_min_avail: int = 10
+    # Dovecot's quota_warning script: trims a mailbox that reached 90% of its quota to 70%
+    quota_expire_command: Path = Path("/usr/local/lib/chatmaild/venv/bin/chatmail-quota-expire")
 
 
 def _truthy(value):
@@ -124,6 +129,7 @@ def local_layout(state_dir, push=True, first_valid_uid=500):
         default_client_limit=1000,
         imap_process_limit=1000,
         imap_login_min_avail=1,
+        quota_expire_command=Path(sys.executable).parent / "chatmail-quota-expire",
     )
 
 
@@ -173,6 +179,8 @@ def template_values(config, layout):
         "mail_domain": config.mail_domain,
         "max_message_size": config.max_message_size,
         "max_mailbox_size_mb": config.max_mailbox_size_mb,
+        "quota_target_mb": int(config.max_mailbox_size_mb * QUOTA_TRIM_RATIO),
+        "quota_expire_command": layout.quota_expire_command,
         "mailboxes_dir": config.mailboxes_dir,
         "filtermail_smtp_port": config.filtermail_smtp_port,
         "filtermail_smtp_port_incoming": config.filtermail_smtp_port_incoming,
