@@ -78,34 +78,15 @@ def _task(coro):
     return task
 
 
-async def _await_lookup(awaitable):
+async def _await_reply(awaitable, to_reply, failed, what):
+    """The reply line of an awaited service result: `to_reply(result)`, or `failed(text)`."""
     try:
-        return proto.reply_lookup(await awaitable)
+        return to_reply(await awaitable)
     except DictFailure as exc:
-        return proto.reply_lookup_failed(str(exc))
+        return failed(str(exc))
     except Exception:
-        log.exception("lookup failed")
-        return proto.reply_lookup_failed("internal error")
-
-
-async def _await_commit(awaitable):
-    try:
-        return proto.reply_commit(bool(await awaitable))
-    except DictFailure as exc:
-        return proto.reply_commit_failed(str(exc))
-    except Exception:
-        log.exception("commit failed")
-        return proto.reply_commit_failed("internal error")
-
-
-async def _await_iterate(awaitable, request):
-    try:
-        return _iter_reply(await awaitable, request)
-    except DictFailure as exc:
-        return proto.reply_iter_failed(str(exc))
-    except Exception:
-        log.exception("iteration failed")
-        return proto.reply_iter_failed("internal error")
+        log.exception("%s failed", what)
+        return failed("internal error")
 
 
 def _iter_reply(rows, request):
@@ -259,7 +240,9 @@ class DictConnection(asyncio.Protocol):
         if result is None or type(result) is str:
             return proto.reply_lookup(result)
         if inspect.isawaitable(result):
-            return _Reply(_task(_await_lookup(result)))
+            return _Reply(
+                _task(_await_reply(result, proto.reply_lookup, proto.reply_lookup_failed, "lookup"))
+            )
         log.error("lookup returned %s, not a string", type(result).__name__)
         return proto.reply_lookup_failed("internal error")
 
@@ -267,7 +250,16 @@ class DictConnection(asyncio.Protocol):
         try:
             rows = self._service.iterate(request.path, request.user, request.flags)
             if inspect.isawaitable(rows):
-                return _Reply(_task(_await_iterate(rows, request)))
+                return _Reply(
+                    _task(
+                        _await_reply(
+                            rows,
+                            lambda rows: _iter_reply(rows, request),
+                            proto.reply_iter_failed,
+                            "iteration",
+                        )
+                    )
+                )
             return _iter_reply(rows, request)
         except DictFailure as exc:
             return proto.reply_iter_failed(str(exc))
@@ -326,7 +318,16 @@ class DictConnection(asyncio.Protocol):
             log.exception("commit failed")
             return proto.reply_commit_failed("internal error")
         if inspect.isawaitable(result):
-            return _Reply(_task(_await_commit(result)))
+            return _Reply(
+                _task(
+                    _await_reply(
+                        result,
+                        lambda ok: proto.reply_commit(bool(ok)),
+                        proto.reply_commit_failed,
+                        "commit",
+                    )
+                )
+            )
         return proto.reply_commit(bool(result))
 
     def _ignore(self, request):
