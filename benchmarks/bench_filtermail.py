@@ -32,7 +32,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from benchutil import free_port, wait_port  # noqa: E402
 from filtermail_samples import armor, encrypt, encrypted_mail  # noqa: E402
 
 SENDER = "alice@chat.example"
@@ -59,22 +59,6 @@ def make_message(target: int) -> bytes:
     """An encrypted RFC 3156 mail of about `target` bytes (CRLF line ends)."""
     payload = max(64, int(target * 0.72) - 900)
     return encrypted_mail(armor(encrypt(("x25519",), payload)), sender=SENDER, to=RECIPIENT)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port}")
 
 
 class Sink:

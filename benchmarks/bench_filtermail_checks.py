@@ -9,12 +9,12 @@ Builds real encrypted mails (PGPy, via tests/filtermail_samples.py) of about 4 K
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+from benchutil import time_calls  # noqa: E402
 from filtermail_samples import SENDER, armor, encrypt, encrypted_mail  # noqa: E402
 
 from chatmaild.filtermail.checks import is_encrypted  # noqa: E402
@@ -34,20 +34,6 @@ def build_message(target: int) -> bytes:
     return encrypted_mail(armor(encrypt(("x25519", "rsa"), size)))
 
 
-def measure(func, seconds: float) -> tuple[int, float]:
-    """Run func repeatedly for about `seconds`; return (calls, elapsed)."""
-    calls, batch = 0, 1
-    start = time.perf_counter()
-    while True:
-        for _ in range(batch):
-            func()
-        calls += batch
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return calls, elapsed
-        batch = min(batch * 2, 10_000)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
@@ -65,7 +51,7 @@ def main(argv=None):
             ("is_encrypted", lambda m=message: is_encrypted(m, allow_armor_header=False)),
             ("check_outgoing", lambda m=message: check_outgoing(env, m, config)),
         ]:
-            calls, elapsed = measure(func, args.seconds)
+            calls, elapsed = time_calls(func, args.seconds)
             results.append(
                 {
                     "function": name,

@@ -17,6 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+from benchutil import time_calls  # noqa: E402
 from filtermail_samples import SENDER, armor, encrypt, encrypted_mail  # noqa: E402
 
 from chatmaild.filtermail.policy import Envelope, check_outgoing  # noqa: E402
@@ -32,16 +33,8 @@ class NoPassthrough:
 
 def measure(func, seconds: float) -> float:
     """Seconds per call of func, run repeatedly for about `seconds`."""
-    calls, batch = 0, 1
-    start = time.perf_counter()
-    while True:
-        for _ in range(batch):
-            func()
-        calls += batch
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return elapsed / calls
-        batch = min(batch * 2, 10_000)
+    calls, elapsed = time_calls(func, seconds)
+    return elapsed / calls
 
 
 def main(argv=None):

@@ -1,0 +1,36 @@
+"""Small helpers shared by the benchmark scripts (importable: benchmarks/ is on sys.path)."""
+
+import socket
+import time
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    """Return once something accepts connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def time_calls(func, seconds: float) -> tuple[int, float]:
+    """Run func repeatedly (in growing batches) for about `seconds`; return (calls, elapsed)."""
+    calls, batch = 0, 1
+    start = time.perf_counter()
+    while True:
+        for _ in range(batch):
+            func()
+        calls += batch
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return calls, elapsed
+        batch = min(batch * 2, 10_000)
