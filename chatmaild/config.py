@@ -20,23 +20,7 @@ log = logging.getLogger("chatmaild.config")
 _SIZE_SUFFIXES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 # Deployment keys of the relay: parsed and kept in `params`, not used by the daemons.
-DEPLOYMENT_KEYS = frozenset(
-    {
-        "mtail_address",
-        "acme_email",
-        "www_folder",
-        "disable_ipv6",
-        "imap_rawlog",
-        "imap_compress",
-        "privacy_postal",
-        "privacy_mail",
-        "privacy_pdo",
-        "privacy_supervisor",
-        "passdb_path",
-        "addr_v4",
-        "addr_v6",
-    }
-)
+DEPLOYMENT_KEYS = frozenset({"mtail_address", "passdb_path", "addr_v4", "addr_v6"})
 
 
 class ConfigError(Exception):
@@ -119,6 +103,16 @@ def parse_listen(text):
     return value
 
 
+def parse_cert_and_key(text):
+    """`tls_external_cert_and_key`: empty, or two absolute paths (certificate, key)."""
+    parts = tuple(text.split())
+    if not parts:
+        return ()
+    if len(parts) != 2 or not all(p.startswith("/") for p in parts):
+        raise ValueError("expected two absolute paths: CERTIFICATE KEY")
+    return tuple(Path(p) for p in parts)
+
+
 def parse_domain(text):
     value = text.strip()
     if not value or any(c in value for c in "/@ \t\0") or value.startswith("."):
@@ -163,6 +157,21 @@ class Config:
     metrics_metadata: str
     metrics_lastlogin: str
     metrics_logmetrics: str
+    filtermail_http_port_incoming: int
+    filtermail_lmtp_port_transport: int
+    filtermail_dkim_check: bool
+    max_smtp_connections: int
+    max_imap_connections: int
+    tls_external_cert_and_key: tuple
+    www_folder: str
+    acme_email: str
+    privacy_postal: str
+    privacy_mail: str
+    privacy_pdo: str
+    privacy_supervisor: str
+    disable_ipv6: bool
+    imap_rawlog: bool
+    imap_compress: bool
     params: Mapping = dataclasses.field(repr=False)
 
 
@@ -198,13 +207,24 @@ SCHEMA = {
     "metrics_metadata": (parse_listen, ""),
     "metrics_lastlogin": (parse_listen, ""),
     "metrics_logmetrics": (parse_listen, ""),
-}
-
-# Deployment keys whose values are still checked, so a typo is caught at start.
-DEPLOYMENT_CHECKS = {
-    "disable_ipv6": parse_bool,
-    "imap_rawlog": parse_bool,
-    "imap_compress": parse_bool,
+    # Upstream 1.12 keys. The mxdeliv (HTTP) and transport (LMTP) ports are accepted and
+    # rendered into nginx, but no service listens on them yet (docs/relay.md).
+    "filtermail_http_port_incoming": (parse_port, "10082"),
+    "filtermail_lmtp_port_transport": (parse_port, "10083"),
+    # DKIM verification of incoming mail; off only for tests, and then logged loudly.
+    "filtermail_dkim_check": (parse_bool, "true"),
+    "max_smtp_connections": (parse_nonneg_int, "1000"),
+    "max_imap_connections": (parse_nonneg_int, "10000"),
+    "tls_external_cert_and_key": (parse_cert_and_key, ""),
+    "www_folder": (parse_str, ""),
+    "acme_email": (parse_str, ""),
+    "privacy_postal": (parse_str, ""),
+    "privacy_mail": (parse_str, ""),
+    "privacy_pdo": (parse_str, ""),
+    "privacy_supervisor": (parse_str, ""),
+    "disable_ipv6": (parse_bool, "false"),
+    "imap_rawlog": (parse_bool, "false"),
+    "imap_compress": (parse_bool, "false"),
 }
 
 
@@ -265,12 +285,6 @@ def read_config(path):
             values[key] = parser(text)
         except ValueError as e:
             raise bad(key, text, e) from None
-    for key, parser in DEPLOYMENT_CHECKS.items():
-        if key in params:
-            try:
-                parser(params[key])
-            except ValueError as e:
-                raise bad(key, params[key], e) from None
 
     if values["username_min_length"] > values["username_max_length"]:
         raise bad(

@@ -52,6 +52,17 @@ def test_defaults(tmp_path):
         "nocreate_file": Path("/etc/chatmail-nocreate"),
         "metrics_doveauth": "",
         "metrics_filtermail_outgoing": "",
+        "filtermail_http_port_incoming": 10082,
+        "filtermail_lmtp_port_transport": 10083,
+        "filtermail_dkim_check": True,
+        "max_smtp_connections": 1000,
+        "max_imap_connections": 10000,
+        "tls_external_cert_and_key": (),
+        "www_folder": "",
+        "privacy_mail": "",
+        "disable_ipv6": False,
+        "imap_rawlog": False,
+        "imap_compress": False,
     }
     for key, value in expected.items():
         assert getattr(config, key) == value, key
@@ -78,6 +89,18 @@ def test_defaults(tmp_path):
         ("nocreate_file", "/tmp/nocreate", Path("/tmp/nocreate")),
         ("metrics_doveauth", "127.0.0.1:9101", "127.0.0.1:9101"),
         ("metrics_metadata", "unix:/run/m.sock", "unix:/run/m.sock"),
+        ("filtermail_dkim_check", "false", False),
+        ("max_smtp_connections", "50", 50),
+        ("max_imap_connections", "200", 200),
+        ("disable_ipv6", "True", True),
+        ("imap_compress", "yes", True),
+        ("www_folder", "/var/www/chat", "/var/www/chat"),
+        ("privacy_mail", "privacy@x.org", "privacy@x.org"),
+        (
+            "tls_external_cert_and_key",
+            "/etc/ssl/c.pem /etc/ssl/k.pem",
+            (Path("/etc/ssl/c.pem"), Path("/etc/ssl/k.pem")),
+        ),
     ],
 )
 def test_parsing(tmp_path, key, text, value):
@@ -128,6 +151,10 @@ def test_unknown_keys_warn(tmp_path, caplog):
         ("disable_ipv6", "maybe"),
         ("metrics_doveauth", "nonsense"),
         ("mailboxes_dir", ""),
+        ("tls_external_cert_and_key", "/only/one.pem"),
+        ("tls_external_cert_and_key", "relative.pem key.pem"),
+        ("filtermail_dkim_check", "perhaps"),
+        ("max_smtp_connections", "many"),
     ],
 )
 def test_bad_value_names_file_key_value(tmp_path, key, text):

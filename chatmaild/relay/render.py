@@ -70,13 +70,9 @@ class Layout:
     quota_expire_command: Path = Path("/usr/local/lib/chatmaild/venv/bin/chatmail-quota-expire")
 
 
-def _truthy(value):
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
 def production_layout(config, push=True):
     """The paths of a Debian chatmail relay (as deployed by chatmail's cmdeploy)."""
-    ipv4_only = _truthy(config.params.get("disable_ipv6", "false"))
+    ipv4_only = config.disable_ipv6
     return Layout(
         postfix_config_dir=Path("/etc/postfix"),
         postfix_queue_dir=Path("/var/spool/postfix"),
