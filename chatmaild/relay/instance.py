@@ -52,7 +52,8 @@ def _read_template(name):
     return resources.files("chatmaild.relay").joinpath("templates", name).read_text()
 
 
-def default_ini_text(state_dir, mail_domain=DEFAULT_DOMAIN, notification_url=None):
+def default_ini_text(state_dir, mail_domain=DEFAULT_DOMAIN, notification_url=None, extra=None):
+    """The embedded demo chatmail.ini; `extra` {key: value} lines are appended (tests)."""
     text = substitute(
         _read_template("default-chatmail.ini"),
         {
@@ -61,6 +62,8 @@ def default_ini_text(state_dir, mail_domain=DEFAULT_DOMAIN, notification_url=Non
             "notification_url": notification_url or "https://notifications.delta.chat/notify",
         },
     )
+    for key, value in (extra or {}).items():
+        text += f"{key} = {value}\n"
     return text
 
 
@@ -198,12 +201,14 @@ class Relay:
         mail_domain=DEFAULT_DOMAIN,
         notification_url=None,
         log=print,
+        ini_extra=None,
     ):
         self.state_dir = Path(state_dir).resolve()
         self.netns = netns
         self.log = log
         self._mail_domain = mail_domain
         self._notification_url = notification_url
+        self._ini_extra = dict(ini_extra or {})
         self._config_path = Path(config_path).resolve() if config_path else None
         self.pids = {}
         self.skipped = []
@@ -318,7 +323,9 @@ class Relay:
         self.log_dir.mkdir(exist_ok=True)
         if self._config_path is None:
             self.config_path.write_text(
-                default_ini_text(self.state_dir, self._mail_domain, self._notification_url)
+                default_ini_text(
+                    self.state_dir, self._mail_domain, self._notification_url, self._ini_extra
+                )
             )
         self._load_config()
         layout, config = self.layout, self.config
