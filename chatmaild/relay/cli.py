@@ -6,6 +6,12 @@ import signal
 import sys
 from pathlib import Path
 
+from chatmaild.relay.federation import (
+    DEFAULT_PAIR_NETNS,
+    DEFAULT_PAIR_STATE_DIR,
+    RelayPair,
+    is_pair_dir,
+)
 from chatmaild.relay.instance import DEFAULT_STATE_DIR, Relay, RelayError
 
 
@@ -22,11 +28,18 @@ def _parser():
     )
     p.add_argument(
         "--state-dir",
-        default=str(DEFAULT_STATE_DIR),
+        default=None,
         help="where configs, queue, sockets, logs and mailboxes live "
         f"(default {DEFAULT_STATE_DIR})",
     )
     p.add_argument("--netns", help="run the relay inside this private network namespace")
+    p.add_argument(
+        "--pair",
+        action="store_true",
+        help="two relays (relay-a.test, relay-b.test) that deliver to each other, "
+        "in namespaces NETNS-a and NETNS-b (default chatmaild-pair-a/-b), state under "
+        f"STATE_DIR/a and /b (default {DEFAULT_PAIR_STATE_DIR})",
+    )
     p.add_argument(
         "--foreground",
         action="store_true",
@@ -51,8 +64,31 @@ def _raise_stop(signum, frame):
     raise _Stop(signal.Signals(signum).name)
 
 
+def _state_dir(args):
+    if args.state_dir:
+        return args.state_dir
+    if args.pair:
+        return str(DEFAULT_PAIR_STATE_DIR)
+    return str(DEFAULT_STATE_DIR)
+
+
+def _from_state(args):
+    """The relay, or the relay pair, that an earlier `up` left in the state dir."""
+    state_dir = _state_dir(args)
+    if is_pair_dir(state_dir):
+        return RelayPair.from_state(state_dir, log=_log)
+    return Relay.from_state(state_dir, log=_log)
+
+
 def cmd_up(args):
-    relay = Relay(args.state_dir, config_path=args.config, netns=args.netns, log=_log)
+    if args.pair:
+        if args.config:
+            _log("--pair runs two relays on embedded configs: --config does not apply")
+            return 2
+        netns = args.netns or DEFAULT_PAIR_NETNS
+        relay = RelayPair(_state_dir(args), netns, log=_log)
+    else:
+        relay = Relay(_state_dir(args), config_path=args.config, netns=args.netns, log=_log)
     if not args.foreground:
         relay.up()
         print(relay.client_info(), flush=True)
@@ -78,15 +114,20 @@ def cmd_up(args):
 
 
 def cmd_down(args):
-    relay = Relay.from_state(args.state_dir, log=_log)
+    relay = _from_state(args)
     relay.down()
     _log(f"relay in {relay.state_dir} stopped")
     return 0
 
 
 def cmd_status(args):
-    relay = Relay.from_state(args.state_dir, log=_log)
+    relay = _from_state(args)
     status = relay.status()
+    if isinstance(relay, RelayPair):
+        print(f"relay pair in {relay.state_dir}: {', '.join(relay.domains)}")
+        for name, running in status.items():
+            print(f"  {name:24} {'running' if running else 'stopped'}")
+        return 0 if status and all(status.values()) else 1
     where = f" (network namespace {relay.netns})" if relay.netns else ""
     print(f"relay in {relay.state_dir}{where}, domain {relay.config.mail_domain}")
     for name, running in status.items():

@@ -7,6 +7,7 @@ certificate) and optionally inside a private network namespace. `Relay` is used 
 """
 
 import contextlib
+import dataclasses
 import grp
 import json
 import os
@@ -21,7 +22,9 @@ from pathlib import Path
 
 from chatmaild.metrics.exporter import parse_listen_spec
 from chatmaild.relay import netns as netns_mod
+from chatmaild.relay import testca
 from chatmaild.relay.daemons import relay_daemons
+from chatmaild.relay.peering import Peering
 from chatmaild.relay.render import local_layout, push_script_text, render_relay, substitute
 
 APT_PACKAGES = ["postfix", "dovecot-core", "dovecot-imapd", "dovecot-lmtpd"]
@@ -67,14 +70,16 @@ def default_ini_text(state_dir, mail_domain=DEFAULT_DOMAIN, notification_url=Non
     return text
 
 
-def ensure_packages(log):
-    """apt-get install Postfix and Dovecot, only when something is missing."""
-    if all(Path(p).exists() for p in REQUIRED_FILES):
+def ensure_packages(log, packages=None, required=None):
+    """apt-get install Postfix and Dovecot (or `packages`), only when a file is missing."""
+    packages = APT_PACKAGES if packages is None else packages
+    required = REQUIRED_FILES if required is None else required
+    if all(Path(p).exists() for p in required):
         return
-    log(f"installing {' '.join(APT_PACKAGES)} with apt-get")
+    log(f"installing {' '.join(packages)} with apt-get")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-q", *APT_PACKAGES], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-q", *packages], check=True, env=env)
 
 
 def ensure_vmail(log):
@@ -202,6 +207,7 @@ class Relay:
         notification_url=None,
         log=print,
         ini_extra=None,
+        peering=None,
     ):
         self.state_dir = Path(state_dir).resolve()
         self.netns = netns
@@ -210,6 +216,8 @@ class Relay:
         self._notification_url = notification_url
         self._ini_extra = dict(ini_extra or {})
         self._config_path = Path(config_path).resolve() if config_path else None
+        # Peering: a relay of a test network (chatmaild.relay.federation)
+        self.peering = peering
         self.pids = {}
         self.skipped = []
         self.config = None
@@ -239,6 +247,8 @@ class Relay:
             "pids": self.pids,
             "skipped": self.skipped,
         }
+        if self.peering is not None:
+            data["peering"] = self.peering.to_json()
         self.state_file.write_text(json.dumps(data, indent=1) + "\n")
 
     @classmethod
@@ -249,7 +259,8 @@ class Relay:
             data = json.loads((state_dir / STATE_FILE).read_text())
         except (OSError, ValueError) as e:
             raise RelayError(f"no relay state in {state_dir}: {e}") from None
-        relay = cls(state_dir, data.get("config"), data.get("netns"), log=log)
+        peering = Peering.from_json(data.get("peering"))
+        relay = cls(state_dir, data.get("config"), data.get("netns"), log=log, peering=peering)
         relay.pids = {k: int(v) for k, v in data.get("pids", {}).items()}
         relay.skipped = list(data.get("skipped", []))
         relay._load_config()
@@ -262,6 +273,8 @@ class Relay:
         push = push_script_text() is not None
         uid = pwd.getpwnam(VMAIL).pw_uid if _has_user(VMAIL) else 500
         self.layout = local_layout(self.state_dir, push=push, first_valid_uid=min(uid, 500))
+        if self.peering is not None:
+            self.layout = dataclasses.replace(self.layout, **self.peering.layout_changes())
 
     # -- running commands ---------------------------------------------------------------
 
@@ -354,9 +367,17 @@ class Relay:
 
         for path, text in render_relay(config, layout).items():
             path.write_text(text)
-        make_certificate(layout.tls_cert, layout.tls_key, config.mail_domain)
-        # Creates the queue subdirectories and checks ownership.
-        self._run(["postfix", "-c", str(layout.postfix_config_dir), "check"], "postfix check")
+        if self.peering is not None:
+            names = self.peering.certificate_names(config.mail_domain)
+            testca.issue(self.peering.ca_dir, names, layout.tls_cert, layout.tls_key)
+        else:
+            make_certificate(layout.tls_cert, layout.tls_key, config.mail_domain)
+        # Creates the queue subdirectories and checks ownership. Inside an existing
+        # namespace: inet_interfaces may name an address that exists only there (peering).
+        check = ["postfix", "-c", str(layout.postfix_config_dir), "check"]
+        if self.netns and netns_mod.exists(self.netns):
+            check = self.in_netns(check)
+        self._run(check, "postfix check")
 
     # -- starting -----------------------------------------------------------------------
 

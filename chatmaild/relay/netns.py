@@ -42,6 +42,33 @@ def create(name, hostnames):
     (etc / "hosts").write_text(hosts_text(hostnames))
 
 
+def link(name_a, name_b, addr_a, addr_b, prefix_len=24, ifname="peer0"):
+    """Join two namespaces by a veth pair: `ifname` with addr_a in one, addr_b in the other.
+
+    Both ends are created directly inside their namespaces, so nothing appears in the
+    machine's own namespace and the addresses cannot clash with anything outside the two.
+    Removing either namespace removes the pair.
+    """
+    veth = f"ip link add {ifname} netns {name_a} type veth peer name {ifname} netns {name_b}"
+    subprocess.run(veth.split(), check=True)
+    for name, addr in ((name_a, addr_a), (name_b, addr_b)):
+        subprocess.run(
+            ["ip", "-n", name, "addr", "add", f"{addr}/{prefix_len}", "dev", ifname], check=True
+        )
+        subprocess.run(["ip", "-n", name, "link", "set", ifname, "up"], check=True)
+
+
+def resolv_conf_text(nameserver="127.0.0.1"):
+    return f"nameserver {nameserver}\n"
+
+
+def use_resolver(name, nameserver="127.0.0.1"):
+    """Point the namespace's processes at `nameserver` (/etc/netns/NAME/resolv.conf)."""
+    etc = NETNS_ETC_DIR / name
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "resolv.conf").write_text(resolv_conf_text(nameserver))
+
+
 def delete(name):
     """Remove the namespace and its /etc/netns/NAME (processes must be gone already)."""
     if exists(name):

@@ -68,6 +68,9 @@ class Layout:
     imap_login_min_avail: int = 10
     # Dovecot's quota_warning script: trims a mailbox that reached 90% of its quota to 70%
     quota_expire_command: Path = Path("/usr/local/lib/chatmaild/venv/bin/chatmail-quota-expire")
+    # A private CA the SMTP client trusts besides /etc/ssl/certs (test relays that deliver
+    # to each other with smtp_tls_security_level = verify); None for none.
+    smtp_tls_ca_file: Path | None = None
 
 
 def production_layout(config, push=True):
@@ -149,6 +152,7 @@ def _postfix_instance(layout):
             f"data_directory = {layout.postfix_data_dir}",
             f"maillog_file = {layout.postfix_log}",
             f"maillog_file_prefixes = {layout.postfix_log.parent}",
+            *([f"smtp_tls_CAfile = {layout.smtp_tls_ca_file}"] if layout.smtp_tls_ca_file else []),
             "",
         ]
     )

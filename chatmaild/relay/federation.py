@@ -1,0 +1,235 @@
+"""Two relays that deliver to each other, each in its own network namespace.
+
+Relay A (`relay-a.test`) and relay B (`relay-b.test`) are complete local relays
+(chatmaild.relay.instance) in namespaces `<prefix>-a` and `<prefix>-b`, joined by a veth
+pair (`peer0`, 10.77.0.1 and 10.77.0.2; the link exists only inside the two namespaces,
+so the addresses cannot clash with anything). Each namespace runs its own unbound
+(chatmaild.relay.resolver) serving both zones (chatmaild.relay.zone): A, MX, the DKIM key
+and `_mta-sts`. Both certificates come from one test CA in `<state>/ca`, which both
+Postfix SMTP clients trust; the rendering is otherwise the production one, so mail between
+the relays goes MX lookup -> port 25 with `smtp_tls_security_level = verify` -> STARTTLS
+-> filtermail incoming of the peer.
+"""
+
+import contextlib
+import json
+import os
+import socket
+from pathlib import Path
+
+from chatmaild.relay import netns as netns_mod
+from chatmaild.relay.instance import Relay, RelayError, ensure_packages
+from chatmaild.relay.peering import Peering
+from chatmaild.relay.resolver import Resolver
+from chatmaild.relay.zone import dkim_txt, relay_zone
+
+DOMAINS = ("relay-a.test", "relay-b.test")
+DEFAULT_PAIR_STATE_DIR = Path("/tmp/chatmaild-relay-pair")
+DEFAULT_PAIR_NETNS = "chatmaild-pair"
+SUBNET = "10.77.0"
+PAIR_FILE = "pair.json"
+SIDES = ("a", "b")
+RESOLVER_PACKAGES = ["unbound"]
+RESOLVER_FILES = ["/usr/sbin/unbound", "/usr/sbin/unbound-checkconf"]
+# Until the relay renders OpenDKIM itself: the key the relay would sign with.
+DKIM_KEY = Path("dkim") / "opendkim.private"
+
+
+def is_pair_dir(state_dir):
+    return (Path(state_dir) / PAIR_FILE).exists()
+
+
+def _dkim_public_key_b64(state_dir):
+    """Base64 SubjectPublicKeyInfo of the relay's DKIM key (created when missing)."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    path = Path(state_dir) / DKIM_KEY
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    else:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(der).decode()
+
+
+class RelayPair:
+    """Relays A and B under `state_dir/a` and `state_dir/b`, the test CA in `state_dir/ca`.
+
+    `ini_extra` is appended to both relays' chatmail.ini; `extra_zones` (chatmaild.relay.zone
+    Zones) are served by both resolvers besides the relays' own, e.g. a test sender domain.
+    """
+
+    def __init__(
+        self,
+        state_dir,
+        netns_prefix,
+        domains=DOMAINS,
+        subnet=SUBNET,
+        ini_extra=None,
+        extra_zones=(),
+        log=print,
+    ):
+        self.state_dir = Path(state_dir).resolve()
+        self.netns_prefix = netns_prefix
+        self.log = log
+        self.extra_zones = tuple(extra_zones)
+        self.domains = list(domains)
+        self.addresses = [f"{subnet}.{i}" for i in (1, 2)]
+        self.netns = [f"{netns_prefix}-{side}" for side in SIDES]
+        ca_dir = self.state_dir / "ca"
+        self.relays = [
+            Relay(
+                self.state_dir / side,
+                netns=ns,
+                mail_domain=domain,
+                log=log,
+                ini_extra=ini_extra,
+                peering=Peering(address, ca_dir),
+            )
+            for side, ns, domain, address in zip(
+                SIDES, self.netns, domains, self.addresses, strict=True
+            )
+        ]
+        self.resolvers = [
+            Resolver(ns, self.state_dir / side / "unbound")
+            for side, ns in zip(SIDES, self.netns, strict=True)
+        ]
+
+    @property
+    def a(self):
+        return self.relays[0]
+
+    @property
+    def b(self):
+        return self.relays[1]
+
+    def resolver_of(self, relay):
+        return self.resolvers[self.relays.index(relay)]
+
+    # -- state file ---------------------------------------------------------------------
+
+    @property
+    def pair_file(self):
+        return self.state_dir / PAIR_FILE
+
+    def _save_state(self):
+        data = {
+            "netns_prefix": self.netns_prefix,
+            "addresses": self.addresses,
+            "resolver_pids": [r.pid for r in self.resolvers],
+        }
+        self.pair_file.write_text(json.dumps(data, indent=1) + "\n")
+
+    @classmethod
+    def from_state(cls, state_dir, log=print):
+        """The pair an earlier `up --pair` left in `state_dir` (for down/status)."""
+        state_dir = Path(state_dir).resolve()
+        try:
+            data = json.loads((state_dir / PAIR_FILE).read_text())
+        except (OSError, ValueError) as e:
+            raise RelayError(f"no relay pair state in {state_dir}: {e}") from None
+        pair = cls(state_dir, data["netns_prefix"], log=log)
+        pair.relays = [Relay.from_state(state_dir / side, log=log) for side in SIDES]
+        for resolver, pid in zip(pair.resolvers, data.get("resolver_pids", []), strict=False):
+            resolver.pid = pid
+        return pair
+
+    # -- the DNS data -------------------------------------------------------------------
+
+    def zones(self):
+        """Both relays' zones (with their DKIM keys) and the extra zones."""
+        facts = zip(self.relays, self.domains, self.addresses, strict=True)
+        own = [
+            relay_zone(domain, address, dkim_txt(_dkim_public_key_b64(relay.state_dir)))
+            for relay, domain, address in facts
+        ]
+        return [*own, *self.extra_zones]
+
+    # -- up and down --------------------------------------------------------------------
+
+    def up(self):
+        """Namespaces and link, both resolvers, both relays; returns when all answer."""
+        if self.pair_file.exists() and any(self.status().values()):
+            raise RelayError(f"a relay pair is already running from {self.state_dir}")
+        ensure_packages(self.log, RESOLVER_PACKAGES, RESOLVER_FILES)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o755)  # vmail must reach the relays' mailboxes
+        self._save_state()
+        try:
+            for ns, domain in zip(self.netns, self.domains, strict=True):
+                netns_mod.create(ns, [domain, socket.gethostname()])
+                netns_mod.use_resolver(ns)
+            netns_mod.link(*self.netns, *self.addresses)
+            for relay in self.relays:
+                relay.up()
+            zones = self.zones()
+            for resolver, domain in zip(self.resolvers, self.domains, strict=True):
+                resolver.write(zones)
+                resolver.start(probe_name=domain)
+                self._save_state()
+        except BaseException:
+            self.down()
+            raise
+        self._save_state()
+
+    def down(self):
+        for resolver in self.resolvers:
+            resolver.stop()
+        for relay in self.relays:
+            if relay.layout is None:
+                if not relay.state_file.exists():
+                    continue  # never started
+                with contextlib.suppress(RelayError):
+                    relay = Relay.from_state(relay.state_dir, log=self.log)
+            relay.down()
+        for ns in self.netns:
+            netns_mod.delete(ns)
+        if self.pair_file.exists():
+            self._save_state()
+
+    def status(self):
+        """{component: running?} of both relays (prefixed a:/b:) and their resolvers."""
+        result = {}
+        for side, relay, resolver in zip(SIDES, self.relays, self.resolvers, strict=True):
+            if relay.layout is not None or relay.state_file.exists():
+                with contextlib.suppress(RelayError):
+                    if relay.layout is None:
+                        relay = Relay.from_state(relay.state_dir, log=self.log)
+                    for name, running in relay.status().items():
+                        result[f"{side}:{name}"] = running
+            result[f"{side}:unbound"] = resolver.running()
+        return result
+
+    def client_info(self):
+        lines = [
+            f"Two relays deliver to each other over port 25 with verified TLS"
+            f" (test CA {self.state_dir / 'ca' / 'ca.pem'}):"
+        ]
+        for side, relay, address in zip(SIDES, self.relays, self.addresses, strict=True):
+            lines.append(
+                f"  {side}: {relay.config.mail_domain} at {address}, network namespace"
+                f" {relay.netns}, state {relay.state_dir}"
+            )
+        lines += [
+            "Each namespace resolves both domains with its own unbound (127.0.0.1:53).",
+            "Run a Delta Chat client per relay inside its namespace, e.g.",
+            f"  ip netns exec {self.a.netns} deltachat-rpc-server",
+            "with the servers of that relay (IMAP 993, SMTP 465, accept invalid certificates).",
+            f"Stop both with: python -m chatmaild.relay down --state-dir {self.state_dir}",
+        ]
+        return "\n".join(lines)

@@ -1,0 +1,36 @@
+"""What a local relay changes to exchange mail with peer relays on a private test link.
+
+Pure: the relay listens on its link address too (port 25 reachable by the peer, submission
+and Dovecot stay as they are), its certificate comes from the shared test CA for every name
+a peer or client may use, and Postfix's SMTP client trusts that CA, so the production
+`smtp_tls_security_level = verify` holds between the relays. Nothing else of the
+rendering changes.
+"""
+
+import dataclasses
+from pathlib import Path
+
+from chatmaild.relay.testca import ca_cert_path
+
+
+@dataclasses.dataclass(frozen=True)
+class Peering:
+    address: str  # the relay's IPv4 address on the link to its peers
+    ca_dir: Path  # the test CA shared by every relay of the network
+
+    def layout_changes(self):
+        """Fields of the local Layout to replace."""
+        return {
+            "inet_interfaces": f"127.0.0.1, {self.address}",
+            "smtp_tls_ca_file": ca_cert_path(self.ca_dir),
+        }
+
+    def certificate_names(self, domain):
+        return [domain, f"mta-sts.{domain}", f"www.{domain}", "127.0.0.1", self.address]
+
+    def to_json(self):
+        return {"address": self.address, "ca_dir": str(self.ca_dir)}
+
+    @classmethod
+    def from_json(cls, data):
+        return cls(data["address"], Path(data["ca_dir"])) if data else None
