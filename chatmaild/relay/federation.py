@@ -18,6 +18,7 @@ import socket
 from pathlib import Path
 
 from chatmaild.relay import netns as netns_mod
+from chatmaild.relay.dkimkeys import ensure_private_key, public_key_b64
 from chatmaild.relay.instance import Relay, RelayError, ensure_packages
 from chatmaild.relay.peering import Peering
 from chatmaild.relay.resolver import Resolver
@@ -40,31 +41,8 @@ def is_pair_dir(state_dir):
 
 
 def _dkim_public_key_b64(state_dir):
-    """Base64 SubjectPublicKeyInfo of the relay's DKIM key (created when missing)."""
-    import base64
-
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    path = Path(state_dir) / DKIM_KEY
-    if path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    else:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
-            )
-    der = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return base64.b64encode(der).decode()
+    """`p=` of the relay's DKIM key record (the key is created when missing)."""
+    return public_key_b64(ensure_private_key(Path(state_dir) / DKIM_KEY))
 
 
 class RelayPair:

@@ -93,7 +93,7 @@ class Resolver:
         return bool(self.query(name, "A", timeout=0.5))
 
     def query(self, name, rdtype, timeout=2.0):
-        """The answer's records as text, [] when there is none or no resolver answers."""
+        """The answer's rdata objects (dnspython); [] when there is none or no answer."""
         import dns.exception
         import dns.message
         import dns.query
@@ -104,7 +104,7 @@ class Resolver:
                 reply = dns.query.udp(request, "127.0.0.1", timeout=timeout)
             except (OSError, dns.exception.DNSException):
                 return []
-        return [rd.to_text() for rrset in reply.answer for rd in rrset]
+        return [rd for rrset in reply.answer for rd in rrset]
 
     def running(self):
         return self.pid is not None and _pid_alive(self.pid)

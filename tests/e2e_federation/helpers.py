@@ -1,0 +1,129 @@
+"""Tools for the two-relay tests: DKIM signing and checking against the test zones,
+direct SMTP to a relay's port 25 from the peer's namespace, queue and log inspection.
+"""
+
+import re
+import smtplib
+import ssl
+import subprocess
+
+import dkim
+from e2e.helpers import RelayClients, maildir_messages
+
+from chatmaild.relay.dkimkeys import new_private_key_pem, public_key_b64
+from chatmaild.relay.netns import entered
+from chatmaild.relay.testca import ca_cert_path
+from chatmaild.relay.zone import Zone, dkim_record, dkim_txt
+
+# Headers signed on test messages (the ones OpenDKIM signs on a relay, where present).
+SIGNED_HEADERS = [b"from", b"to", b"subject", b"date", b"message-id", b"content-type"]
+
+
+class SenderDomain:
+    """A third domain that mails relay B directly, with keys of its own in the zones.
+
+    Selectors: `good` (published), `revoked` (published with an empty `p=`). `unpublished`
+    is a private key whose public half is in no record. `other.test` has a published
+    `good` key too, for signatures by a domain other than the From: domain.
+    """
+
+    def __init__(self, domain="sender.test", other="other.test"):
+        self.domain = domain
+        self.other = other
+        self.keys = {name: new_private_key_pem() for name in ("good", "unpublished", "other")}
+
+    def zones(self):
+        good = dkim_txt(public_key_b64(self.keys["good"]))
+        other = dkim_txt(public_key_b64(self.keys["other"]))
+        return [
+            Zone(
+                self.domain,
+                (
+                    dkim_record(self.domain, good, selector="good"),
+                    dkim_record(self.domain, dkim_txt(""), selector="revoked"),
+                ),
+            ),
+            Zone(self.other, (dkim_record(self.other, other, selector="good"),)),
+        ]
+
+    def sign(self, message, selector="good", key="good", domain=None):
+        """`message` with a DKIM-Signature by `domain` (default: this one) prepended."""
+        header = dkim.sign(
+            message,
+            selector.encode(),
+            (domain or self.domain).encode(),
+            self.keys[key],
+            include_headers=SIGNED_HEADERS,
+        )
+        return header + message
+
+
+class Side(RelayClients):
+    """One relay of the pair: its clients, its resolver, its queue and log."""
+
+    def __init__(self, pair, relay):
+        super().__init__(relay)
+        self.pair = pair
+        self.resolver = pair.resolver_of(relay)
+        self.address = relay.peering.address
+
+    def postfix(self, *args):
+        argv = ["postfix", "-c", str(self.relay.layout.postfix_config_dir), *args]
+        subprocess.run(self.relay.in_netns(argv), check=True, capture_output=True)
+
+    def postqueue_list(self):
+        argv = ["postqueue", "-c", str(self.relay.layout.postfix_config_dir), "-p"]
+        out = subprocess.run(self.relay.in_netns(argv), check=True, capture_output=True)
+        return out.stdout.decode(errors="replace")
+
+    def restart_postfix(self):
+        self.postfix("stop")
+        self.postfix("start")
+        self.relay.wait_ready(only="postfix:25")
+
+    def maildir(self, addr):
+        return maildir_messages(self.user_dir(addr))
+
+    def messages_with(self, addr, marker):
+        needle = f"X-Test-Marker: {marker}".encode()
+        return [m for m in self.maildir(addr) if needle in m]
+
+    def dnsfunc(self, name, timeout=5):
+        """dkimpy's TXT lookup, answered by this relay's own resolver."""
+        if isinstance(name, bytes):
+            name = name.decode()
+        for rd in self.resolver.query(name, "TXT", timeout=timeout):
+            return b"".join(rd.strings)
+        return None
+
+    def dkim_verified_domain(self, message):
+        """The d= of the message's first DKIM-Signature if it verifies here, else None."""
+        d = dkim.DKIM(message)
+        if not d.verify(dnsfunc=self.dnsfunc):
+            return None
+        return d.domain.decode()
+
+    def queue_id_of(self, message_id):
+        """The Postfix queue id that took the message with `message_id`, from the log."""
+        pattern = re.compile(r" ([0-9A-F]{6,}): message-id=<" + re.escape(message_id) + ">")
+        m = pattern.search(self.log_text("postfix.log"))
+        return m.group(1) if m else None
+
+    def delivery_lines(self, queue_id):
+        return [
+            line
+            for line in self.log_text("postfix.log").splitlines()
+            if f" {queue_id}: to=<" in line
+        ]
+
+    def smtp_to_peer(self, peer):
+        """An SMTP session from this namespace to `peer`'s port 25, STARTTLS verified
+        against the test CA for the peer's domain (as the peer's Postfix client would)."""
+        ctx = ssl.create_default_context(cafile=str(ca_cert_path(self.pair.state_dir / "ca")))
+        with entered(self.netns):
+            client = smtplib.SMTP(peer.address, 25, timeout=30)
+        client.ehlo(self.domain)
+        client._host = peer.domain  # server_hostname for the certificate check
+        client.starttls(context=ctx)
+        client.ehlo(self.domain)
+        return client

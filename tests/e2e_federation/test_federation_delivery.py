@@ -1,0 +1,151 @@
+"""Relay-to-relay delivery: MX lookup, port 25 with verified TLS, bounces, and what happens
+when the resolver is down or the peer's certificate is not trusted.
+
+Mail is submitted on 465 by an authenticated user of one relay (Python smtplib inside that
+relay's namespace) and looked for in the recipient's Maildir on the other relay.
+"""
+
+import email
+import re
+import time
+from email.utils import parseaddr
+
+import pytest
+from e2e.helpers import encrypted_message, wait_until
+
+from chatmaild.relay.instance import make_certificate
+from chatmaild.relay.testca import issue
+
+SETTLE_S = 3.0  # how long "nothing more arrived" is watched for
+
+
+def _message_id(message):
+    for line in message.split(b"\r\n"):
+        if line.lower().startswith(b"message-id:"):
+            return line.split(b"<", 1)[1].split(b">", 1)[0].decode()
+    raise AssertionError("no Message-ID")
+
+
+def _send(sender_side, recipient_side):
+    """Submit one encrypted mail from a new user on one relay to a new user on the other."""
+    sender, spw = sender_side.new_account()
+    rcpt, rpw = recipient_side.new_account()
+    marker, message = encrypted_message(sender, [rcpt])
+    assert sender_side.submit(465, sender, spw, sender, [rcpt], message) == {}
+    return sender, rcpt, rpw, marker, message
+
+
+def _exactly_once(side, rcpt, marker):
+    wait_until(lambda: side.messages_with(rcpt, marker), f"{marker} at {rcpt}")
+    time.sleep(SETTLE_S)
+    assert len(side.messages_with(rcpt, marker)) == 1
+
+
+@pytest.mark.parametrize("direction", ["a->b", "b->a"])
+def test_mail_crosses_to_the_peer_over_verified_tls(federation, direction):
+    src, dst = (federation.a, federation.b) if direction == "a->b" else (federation.b, federation.a)
+    _, rcpt, _, marker, message = _send(src, dst)
+    _exactly_once(dst, rcpt, marker)
+
+    queue_id = wait_until(lambda: src.queue_id_of(_message_id(message)), "queue id")
+    (line,) = wait_until(lambda: src.delivery_lines(queue_id), "delivery line")
+    # found by MX lookup through the resolver, delivered to the peer's port 25
+    assert f"relay={dst.domain}[{dst.address}]:25" in line
+    assert "status=sent" in line
+    # the peer's smtpd saw STARTTLS before the mail (port 25 requires it)
+    peer_log = dst.log_text("postfix.log")
+    assert f"connect from unknown[{src.address}]" in peer_log
+    sessions = [
+        line
+        for line in peer_log.splitlines()
+        if f"disconnect from unknown[{src.address}]" in line and "starttls=1" in line
+    ]
+    assert sessions
+    (stored,) = dst.messages_with(rcpt, marker)
+    assert b"-----BEGIN PGP MESSAGE-----" in stored
+    received = f"Received: from {src.domain} (unknown [{src.address}])\n\tby {dst.domain} (Postfix)"
+    assert f"{received} with ESMTPS".encode() in stored  # ESMTPS: the session was TLS
+
+
+def test_unknown_recipient_bounce_reaches_the_sender(federation):
+    """Relay B accepts the RCPT (as production does: no recipient map), Dovecot's LMTP
+    refuses the unknown user, and B's bounce travels back to A like any other mail."""
+    a, b = federation.a, federation.b
+    sender, spw = a.new_account()
+    nobody = f"nosuchuser9@{b.domain}"
+    marker, message = encrypted_message(sender, [nobody])
+    assert a.submit(465, sender, spw, sender, [nobody], message) == {}
+
+    def bounce():
+        for stored in a.maildir(sender):
+            if _message_id(message).encode() in stored and b"multipart/report" in stored:
+                return stored
+        return None
+
+    report = wait_until(bounce, f"bounce for {marker} at {sender}", timeout=60)
+    headers = email.message_from_bytes(report)
+    assert parseaddr(headers["From"])[1] == f"MAILER-DAEMON@{b.domain}"
+    assert headers["Auto-Submitted"] == "auto-replied"
+    assert b"Status: 5.1.1" in report
+    assert nobody.encode() in report
+    assert b"Accepted: mailer-daemon report" in a.log_text("filtermail-incoming.log").encode()
+
+
+@pytest.mark.parametrize("stopped", ["sender's", "recipient's"])
+def test_resolver_down_defers_and_the_mail_arrives_once_it_is_back(federation, stopped):
+    """With the sending relay's resolver down, Postfix cannot look up the MX; with the
+    receiving relay's down, its filtermail cannot fetch the DKIM key. Either way the
+    mail waits in the sender's queue with a 4xx and arrives once, after the flush."""
+    a, b = federation.a, federation.b
+    resolver = a.resolver if stopped == "sender's" else b.resolver
+    sender, spw = a.new_account()
+    rcpt, _ = b.new_account()
+    marker, message = encrypted_message(sender, [rcpt])
+    resolver.stop()
+    try:
+        assert a.submit(465, sender, spw, sender, [rcpt], message) == {}
+        queue_id = wait_until(lambda: a.queue_id_of(_message_id(message)), "queue id")
+        (line,) = wait_until(lambda: a.delivery_lines(queue_id), "deferral", timeout=60)
+        assert "status=deferred" in line
+        assert queue_id in a.postqueue_list()
+        time.sleep(SETTLE_S)
+        assert not b.messages_with(rcpt, marker)
+    finally:
+        resolver.start(probe_name=a.domain)
+    a.postfix("flush")
+    _exactly_once(b, rcpt, marker)
+    assert any("status=sent" in line for line in a.delivery_lines(queue_id))
+    wait_until(lambda: queue_id not in a.postqueue_list(), "queue empty")
+    if stopped == "sender's":
+        assert "Host or domain name not found" in line
+    else:
+        assert re.search(r"said: 4\d\d ", line), line  # the peer answered 4xx
+
+
+def test_untrusted_peer_certificate_defers_instead_of_sending_in_clear(federation, tmp_path):
+    a, b = federation.a, federation.b
+    layout = b.relay.layout
+    sender, spw = a.new_account()
+    rcpt, _ = b.new_account()
+    marker, message = encrypted_message(sender, [rcpt])
+    # B presents a self-signed certificate for its own name: valid name, unknown issuer
+    for path in (layout.tls_cert, layout.tls_key):
+        path.unlink()
+    make_certificate(layout.tls_cert, layout.tls_key, b.domain)
+    b.restart_postfix()
+    try:
+        assert a.submit(465, sender, spw, sender, [rcpt], message) == {}
+        queue_id = wait_until(lambda: a.queue_id_of(_message_id(message)), "queue id")
+        (line,) = wait_until(lambda: a.delivery_lines(queue_id), "deferral", timeout=60)
+        assert "status=deferred" in line
+        assert "certificate" in line.lower() and "verif" in line.lower()
+        time.sleep(SETTLE_S)
+        assert not b.messages_with(rcpt, marker)
+        # B never saw the mail: no transaction, no queue id for it
+        assert _message_id(message) not in b.log_text("postfix.log")
+    finally:
+        names = b.relay.peering.certificate_names(b.domain)
+        issue(federation.pair.state_dir / "ca", names, layout.tls_cert, layout.tls_key)
+        b.restart_postfix()
+    a.postfix("flush")
+    _exactly_once(b, rcpt, marker)
