@@ -8,7 +8,7 @@ import ssl
 import subprocess
 
 import dkim
-from e2e.helpers import RelayClients, maildir_messages
+from e2e.helpers import RelayClients, maildir_messages, wire_form
 
 from chatmaild.relay.dkimkeys import new_private_key_pem, public_key_b64
 from chatmaild.relay.netns import entered
@@ -97,8 +97,9 @@ class Side(RelayClients):
         return None
 
     def dkim_verified_domain(self, message):
-        """The d= of the message's first DKIM-Signature if it verifies here, else None."""
-        d = dkim.DKIM(message)
+        """The d= of the first DKIM-Signature of a stored message if it verifies here
+        (with this relay's resolver), else None."""
+        d = dkim.DKIM(wire_form(message))
         if not d.verify(dnsfunc=self.dnsfunc):
             return None
         return d.domain.decode()

@@ -1,0 +1,115 @@
+"""The real Delta Chat core across two relays: secure-join, padlocked messages both ways,
+and a group with members on both relays.
+
+One deltachat-rpc-server per relay, under `ip netns exec` of that relay's namespace, so
+each account reaches its own relay on loopback (as a phone reaches its relay) and mail
+between the accounts crosses the veth link relay to relay. Messages are captured from the
+recipient's Maildir (with the recipient's IO stopped, before the core fetches and deletes
+them) and their DKIM signatures are verified with dkimpy against the test zones.
+"""
+
+import os
+
+import pytest
+from e2e.test_relay_deltachat import (
+    _account,
+    _chat_with,
+    _rpc_server_path,
+    _send_and_capture,
+    _wait_for_text,
+)
+
+from chatmaild.relay.netns import exec_prefix
+
+from conftest import require
+
+DAEMONS = ("doveauth", "metadata", "lastlogin", "filtermail-outgoing", "filtermail-incoming")
+
+
+@pytest.fixture(scope="module")
+def dc(federation, tmp_path_factory):
+    """{side: DeltaChat} with one RPC server inside each relay's namespace."""
+    federation.require_daemons(*DAEMONS)
+    try:
+        from deltachat_rpc_client import DeltaChat, Rpc
+    except ImportError:
+        require(False, "deltachat-rpc-client (test extras)")
+    server = _rpc_server_path()
+    require(server is not None, "deltachat-rpc-server (test extras)")
+    base = tmp_path_factory.mktemp("dc-federation")
+    rpcs, errs = {}, []
+    try:
+        for side in (federation.a, federation.b):
+            stderr = open(base / f"rpc-{side.domain}.stderr", "wb")  # noqa: SIM115
+            errs.append(stderr)
+            rpc = Rpc(
+                accounts_dir=str(base / side.domain),
+                rpc_server_path=[*exec_prefix(side.netns), server],
+                stderr=stderr,
+                env={**os.environ, "RUST_LOG": "warn"},
+            )
+            rpc.start()
+            rpcs[side] = rpc
+        yield {side: DeltaChat(rpc) for side, rpc in rpcs.items()}
+    finally:
+        for rpc in rpcs.values():
+            rpc.close()
+        for stderr in errs:
+            stderr.close()
+
+
+def _assert_signed_by_sender(receiver_side, captured, sender_domain):
+    from chatmaild.filtermail.checks import is_encrypted
+
+    assert captured
+    for data in captured:
+        assert is_encrypted(data, allow_armor_header=True)
+        assert receiver_side.dkim_verified_domain(data) == sender_domain
+
+
+def test_securejoin_and_padlocked_messages_each_way(federation, dc):
+    a, b = federation.a, federation.b
+    alice, bob = _account(dc[a], a), _account(dc[b], b)
+
+    bob.secure_join(alice.get_qr_code())
+    alice.wait_for_securejoin_inviter_success()
+    bob.wait_for_securejoin_joiner_success()
+
+    to_bob = _send_and_capture(b, lambda: _chat_with(alice, bob).send_text("hello bob"), bob)
+    msg = bob.wait_for_incoming_msg().get_snapshot()
+    assert msg.text == "hello bob" and msg.show_padlock
+
+    to_alice = _send_and_capture(a, lambda: _chat_with(bob, alice).send_text("hello alice"), alice)
+    msg = alice.wait_for_incoming_msg().get_snapshot()
+    assert msg.text == "hello alice" and msg.show_padlock
+
+    _assert_signed_by_sender(b, to_bob, a.domain)
+    _assert_signed_by_sender(a, to_alice, b.domain)
+
+
+def test_group_with_members_on_both_relays(federation, dc):
+    a, b = federation.a, federation.b
+    alice, carol = _account(dc[a], a), _account(dc[a], a)
+    bob = _account(dc[b], b)
+
+    group = alice.create_group("two relays")
+    for joiner in (bob, carol):
+        joiner.secure_join(group.get_qr_code())
+        alice.wait_for_securejoin_inviter_success()
+        joiner.wait_for_securejoin_joiner_success()
+    assert group.num_contacts() == 3
+
+    to_bob = _send_and_capture(b, lambda: group.send_text("hello group"), bob)
+    chats = {}
+    for member in (bob, carol):
+        msg = _wait_for_text(member, "hello group")
+        assert msg.show_padlock
+        chats[member.addr] = member.get_chat_by_id(msg.chat_id)
+
+    to_alice = _send_and_capture(a, lambda: chats[bob.addr].send_text("hello from bob"), alice)
+    for member in (alice, carol):
+        msg = _wait_for_text(member, "hello from bob")
+        assert msg.show_padlock
+
+    _assert_signed_by_sender(b, to_bob, a.domain)
+    _assert_signed_by_sender(a, to_alice, b.domain)
