@@ -100,7 +100,10 @@ class Side(RelayClients):
         """The d= of the first DKIM-Signature of a stored message if it verifies here
         (with this relay's resolver), else None."""
         d = dkim.DKIM(wire_form(message))
-        if not d.verify(dnsfunc=self.dnsfunc):
+        try:
+            if not d.verify(dnsfunc=self.dnsfunc):
+                return None
+        except dkim.DKIMException:  # e.g. a body hash mismatch
             return None
         return d.domain.decode()
 
