@@ -166,8 +166,6 @@ class RelayPair:
         self._save_state()
 
     def down(self):
-        for resolver in self.resolvers:
-            resolver.stop()
         for relay in self.relays:
             if relay.layout is None:
                 if not relay.state_file.exists():
@@ -175,6 +173,8 @@ class RelayPair:
                 with contextlib.suppress(RelayError):
                     relay = Relay.from_state(relay.state_dir, log=self.log)
             relay.down()
+        for resolver in self.resolvers:
+            resolver.stop()
         for ns in self.netns:
             netns_mod.delete(ns)
         if self.pair_file.exists():

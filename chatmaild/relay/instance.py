@@ -281,6 +281,12 @@ class Relay:
     def in_netns(self, argv):
         return [*netns_mod.exec_prefix(self.netns), *argv]
 
+    def postfix_argv(self, *args):
+        """`postfix -c DIR ARGS`, inside the namespace once it exists: every postfix
+        command checks inet_interfaces, which may name an address only the namespace has."""
+        argv = ["postfix", "-c", str(self.layout.postfix_config_dir), *args]
+        return self.in_netns(argv) if self.netns and netns_mod.exists(self.netns) else argv
+
     def _run(self, argv, what, **kwargs):
         log_path = self.log_dir / "commands.log"
         with open(log_path, "ab") as out:
@@ -372,12 +378,8 @@ class Relay:
             testca.issue(self.peering.ca_dir, names, layout.tls_cert, layout.tls_key)
         else:
             make_certificate(layout.tls_cert, layout.tls_key, config.mail_domain)
-        # Creates the queue subdirectories and checks ownership. Inside an existing
-        # namespace: inet_interfaces may name an address that exists only there (peering).
-        check = ["postfix", "-c", str(layout.postfix_config_dir), "check"]
-        if self.netns and netns_mod.exists(self.netns):
-            check = self.in_netns(check)
-        self._run(check, "postfix check")
+        # Creates the queue subdirectories and checks ownership.
+        self._run(self.postfix_argv("check"), "postfix check")
 
     # -- starting -----------------------------------------------------------------------
 
@@ -545,7 +547,7 @@ class Relay:
 
     def flush_queue(self):
         """Ask Postfix to retry deferred mail now (e.g. after a dict daemon restarted)."""
-        self._run(["postfix", "-c", str(self.layout.postfix_config_dir), "flush"], "postfix flush")
+        self._run(self.postfix_argv("flush"), "postfix flush")
 
     def _postfix_master_pid(self):
         try:
@@ -566,8 +568,7 @@ class Relay:
             master = self._postfix_master_pid()
             if master and _pid_alive(master):
                 with contextlib.suppress(RelayError):
-                    postfix_stop = ["postfix", "-c", str(layout.postfix_config_dir), "stop"]
-                    self._run(postfix_stop, "postfix stop")
+                    self._run(self.postfix_argv("stop"), "postfix stop")
                 self._wait_gone(master)
             master = self._dovecot_master_pid()
             if master and _pid_alive(master):

@@ -68,8 +68,7 @@ class Side(RelayClients):
         self.address = relay.peering.address
 
     def postfix(self, *args):
-        argv = ["postfix", "-c", str(self.relay.layout.postfix_config_dir), *args]
-        subprocess.run(self.relay.in_netns(argv), check=True, capture_output=True)
+        subprocess.run(self.relay.postfix_argv(*args), check=True, capture_output=True)
 
     def postqueue_list(self):
         argv = ["postqueue", "-c", str(self.relay.layout.postfix_config_dir), "-p"]

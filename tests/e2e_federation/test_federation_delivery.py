@@ -112,7 +112,7 @@ def test_resolver_down_defers_and_the_mail_arrives_once_it_is_back(federation, s
         assert not b.messages_with(rcpt, marker)
     finally:
         resolver.start(probe_name=a.domain)
-    a.postfix("flush")
+    a.relay.flush_queue()
     _exactly_once(b, rcpt, marker)
     assert any("status=sent" in line for line in a.delivery_lines(queue_id))
     wait_until(lambda: queue_id not in a.postqueue_list(), "queue empty")
@@ -147,5 +147,5 @@ def test_untrusted_peer_certificate_defers_instead_of_sending_in_clear(federatio
         names = b.relay.peering.certificate_names(b.domain)
         issue(federation.pair.state_dir / "ca", names, layout.tls_cert, layout.tls_key)
         b.restart_postfix()
-    a.postfix("flush")
+    a.relay.flush_queue()
     _exactly_once(b, rcpt, marker)
