@@ -187,6 +187,14 @@ def txt_value(private_pem):
     return f"v=DKIM1; k=rsa; p={public_key_b64(private_pem)}"
 
 
+def genkey_command(domain, dkim):
+    """How an operator makes the key on a server (Debian's tool, as cmdeploy runs it)."""
+    return (
+        f"test -e {dkim.key_file} || opendkim-genkey -b {KEY_BITS} -s {SELECTOR} -d {domain}"
+        f" -D {dkim.keys_dir}; chown {USER}: {dkim.key_file}"
+    )
+
+
 def zone_line(domain, value):
     """`NAME. TXT "..." "..."` with the value split into DNS character-strings."""
     chunks = [value[i : i + TXT_CHUNK] for i in range(0, len(value), TXT_CHUNK)]
