@@ -119,8 +119,8 @@ def test_local_opendkim_lives_in_the_state_dir(config, tmp_path):
     assert conf["PidFile"] == str(tmp_path / "run" / "opendkim" / "opendkim.pid")
     assert conf["RequireSafeKeys"] == "no"  # test relays live under /tmp
     argv = opendkim_argv(dkim)
-    bind = argv.index("--bind")
-    assert argv[bind : bind + 3] == ["--bind", str(dkim.syslog_socket), "/dev/log"]
+    link = argv.index("--symlink")
+    assert argv[link : link + 3] == ["--symlink", str(dkim.syslog_socket), "/dev/log"]
     assert argv[-3:] == ["-f", "-x", str(dkim.config_file)]
 
 

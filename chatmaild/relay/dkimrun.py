@@ -2,11 +2,14 @@
 
 OpenDKIM starts as root, opens its socket in the private Postfix queue, writes its pid
 file and drops to the opendkim user (UserID), exactly as on a server. It logs only through
-syslog(3): `bwrap` gives it a private /dev with our syslog sink's socket bound over
-/dev/log (the real /dev is untouched). The relay records OpenDKIM's own pid (from the pid
-file), not bwrap's: SIGTERM must reach OpenDKIM, and bwrap, which waits for its child,
-ends with it. (bwrap's --die-with-parent cannot be used: it would end OpenDKIM when
-`relay up` returns, and the parent-death signal does not survive OpenDKIM's change of user.)
+syslog(3): `bwrap` gives it a private /dev whose /dev/log is a symlink to our syslog sink's
+socket (the real /dev is untouched). A symlink, not a bind mount of the socket: a restarted
+sink makes a new socket at the same path, and OpenDKIM's next message reaches it.
+
+The relay records OpenDKIM's own pid (from the pid file), not bwrap's: SIGTERM must reach
+OpenDKIM, and bwrap, which waits for its child, ends with it. (bwrap's --die-with-parent
+cannot be used: it would end OpenDKIM when `relay up` returns, and the parent-death signal
+does not survive OpenDKIM's change of user.)
 """
 
 import grp
@@ -26,7 +29,7 @@ def opendkim_argv(dkim):
     """bwrap + opendkim in the foreground with the relay's configuration."""
     sandbox = ["bwrap", "--dev-bind", "/", "/", "--dev", "/dev"]
     if dkim.syslog_socket is not None:
-        sandbox += ["--bind", str(dkim.syslog_socket), "/dev/log"]
+        sandbox += ["--symlink", str(dkim.syslog_socket), "/dev/log"]
     return [*sandbox, "opendkim", "-f", "-x", str(dkim.config_file)]
 
 
@@ -56,7 +59,7 @@ def prepare_opendkim(dkim, domain, log_owner, log):
         dkim.syslog_socket.parent.mkdir(parents=True, exist_ok=True)
         os.chown(dkim.syslog_socket.parent, log_owner.pw_uid, log_owner.pw_gid)
         # a socket left by an earlier run would pass wait_syslog_socket before the new
-        # sink has bound its own
+        # sink has made its own
         dkim.syslog_socket.unlink(missing_ok=True)
     dkim.pid_file.parent.mkdir(parents=True, exist_ok=True)
     dkim.pid_file.unlink(missing_ok=True)
@@ -92,7 +95,7 @@ def wait_pid_file(dkim, proc, timeout=SOCKET_WAIT):
 
 
 def wait_syslog_socket(dkim, timeout=SOCKET_WAIT):
-    """bwrap can only bind an existing socket: wait for the sink to create it."""
+    """Wait for the sink's socket, so that OpenDKIM's first lines are not lost."""
     if dkim.syslog_socket is None:
         return True
     deadline = time.monotonic() + timeout

@@ -11,6 +11,7 @@ which reach it through the syslog sink and log/opendkim.log.
 import dkim
 import pytest
 
+from chatmaild.relay.dkimrun import wait_syslog_socket
 from chatmaild.relay.opendkim import key_name, txt_value
 
 from .helpers import encrypted_message, maildir_messages, random_local_part, wait_until, wire_form
@@ -116,3 +117,19 @@ def test_postfix_bounce_is_signed(relay, record, logmetrics):
     wait_until(lambda: _signed_count(logmetrics) == before + 2, f"{SIGNED} + 2")
     settle(relay, logmetrics)
     assert _signed_count(logmetrics) == before + 2
+
+
+def test_opendkim_lines_reach_a_restarted_syslog_sink(relay, record, logmetrics):
+    """The sink makes a new socket at the same path; OpenDKIM's /dev/log (a symlink to
+    that path) reaches it without an OpenDKIM restart."""
+    relay.require_daemons("opendkim-syslog")
+    relay.relay.restart_daemon("opendkim-syslog")
+    assert wait_syslog_socket(relay.relay.dkim)
+    settle(relay, logmetrics)
+    before = _signed_count(logmetrics)
+    a, pa = relay.new_account()
+    b, pb = relay.new_account()
+    marker, message = encrypted_message(a, [b])
+    assert relay.submit(465, a, pa, a, [b], message) == {}
+    relay.wait_delivered(b, pb, marker)
+    wait_until(lambda: _signed_count(logmetrics) == before + 1, f"{SIGNED} + 1")

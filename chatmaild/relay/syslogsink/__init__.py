@@ -3,7 +3,7 @@
     python -m chatmaild.relay.syslogsink SOCKET FILE
 
 OpenDKIM logs only through syslog(3), i.e. to /dev/log. The local relay has no syslog
-daemon, so it runs OpenDKIM with SOCKET bind-mounted over /dev/log (bwrap) and this sink
+daemon, so it runs OpenDKIM with /dev/log pointing to SOCKET (bwrap) and this sink
 appends every message as one line to FILE (`<state>/log/opendkim.log`), which a human reads
 and chatmail-logmetrics follows like every other log of the relay.
 """
