@@ -163,3 +163,13 @@ def test_postfix_refuses_an_ip_as_myhostname(tmp_path):
     _, layout = _render_local(tmp_path, VARIANTS["ip-only"])
     ok, why = _postfix_check(layout)
     assert ok, why
+
+
+@pytest.mark.parametrize("total,per_client", [(1000, 200), (50, 10), (7, 1), (3, 1), (0, 0)])
+def test_smtp_limits_give_one_client_a_fifth(total, per_client):
+    from types import SimpleNamespace
+
+    from chatmaild.relay.options import smtp_limits
+
+    # 0: Postfix's "no limit" for both maxproc and the per-client count
+    assert smtp_limits(SimpleNamespace(max_smtp_connections=total)) == (total, per_client)
