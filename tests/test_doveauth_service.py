@@ -310,3 +310,54 @@ async def test_hashing_does_not_block_lookups(auth, monkeypatch):
     finally:
         gate.set()
     assert all(record(r) for r in await asyncio.gather(*creations))
+
+
+async def test_pipelined_userdb_lookup_sees_the_creation_before_it(auth, config):
+    """passdb (creating) and userdb of one address in one write: the userdb reply is found."""
+    addr = "pipelined@" + DOMAIN
+    created, looked_up = await auth.ask(passdb_line(addr, "longenough") + userdb_line(addr), 2)
+    rec = record(looked_up)
+    assert rec == record(created)
+    assert rec["addr"] == addr and rec["home"] == str(config.mailboxes_dir / addr)
+    assert rec["uid"] == rec["gid"] == "vmail"
+    assert hashing.verify_password("longenough", rec["password"])
+    lookups = auth.service.metrics.lookup
+    assert lookups[("userdb", "found")].value == 1
+    assert lookups[("userdb", "notfound")].value == 0
+
+
+async def test_pipelined_unrelated_lookups_do_not_wait_for_a_creation(auth, monkeypatch):
+    """Behind a stuck creation, a lookup of another address on the same connection is
+    evaluated at once; a lookup of the address being created, on another connection, waits."""
+    import threading
+
+    existing = "existing1@" + DOMAIN
+    record(await auth.passdb(existing, "longenough"))
+    gate = threading.Event()
+    real_hash = hashing.hash_password
+
+    def stuck_hash(password):
+        gate.wait(10)
+        return real_hash(password)
+
+    monkeypatch.setattr(hashing, "hash_password", stuck_hash)
+    found = auth.service.metrics.lookup[("userdb", "found")]
+    blocked = "blocked01@" + DOMAIN
+    pipelined = asyncio.ensure_future(
+        auth.ask(passdb_line(blocked, "longenough") + userdb_line(existing), 2)
+    )
+    other = None
+    try:
+        for _ in range(200):  # the existing user's lookup is evaluated behind the creation
+            if found.value:
+                break
+            await asyncio.sleep(0.01)
+        assert found.value == 1 and not pipelined.done()
+        other = asyncio.ensure_future(auth.ask(userdb_line(blocked)))
+        await asyncio.sleep(0.1)
+        assert not other.done()
+    finally:
+        gate.set()
+    created, existing_reply = await pipelined
+    assert record(existing_reply)["addr"] == existing
+    assert record((await other)[0]) == record(created)

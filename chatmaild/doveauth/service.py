@@ -5,6 +5,8 @@ runs its checks, the SHA512-CRYPT hashing and the file creation in a thread pool
 releases the interpreter lock, so creations use every core and never stall the event loop).
 Concurrent first logins for one address share one creation in this process; across
 processes `User.create` keeps it exactly-once. Every racer is answered with the stored record.
+A userdb lookup of an address whose creation is in flight waits for it, so a pipelined
+passdb-then-userdb pair on one connection is answered as if handled one after the other.
 """
 
 import asyncio
@@ -42,9 +44,11 @@ class DoveauthService:
 
     def lookup(self, key, user):
         if key.startswith(rules.USERDB_PREFIX):
-            result = self.userdb_lookup(key[len(rules.USERDB_PREFIX) :])
-            (self._userdb_notfound if result is None else self._userdb_found).inc()
-            return result
+            addr = key[len(rules.USERDB_PREFIX) :]
+            pending = self._creating.get(addr)
+            if pending is not None:
+                return self._userdb_after_creation(addr, pending)
+            return self._counted_userdb(self.userdb_lookup(addr))
         if key.startswith(rules.PASSDB_PREFIX):
             parsed = rules.split_passdb_key(key[len(rules.PASSDB_PREFIX) :])
             if parsed is None:
@@ -115,6 +119,18 @@ class DoveauthService:
             return None
         stored = self._read_stored(addr)
         return None if stored is None else self.record(addr, stored)
+
+    def _counted_userdb(self, result):
+        (self._userdb_notfound if result is None else self._userdb_found).inc()
+        return result
+
+    async def _userdb_after_creation(self, addr, pending):
+        """A userdb lookup of an address being created is answered once the creation ended,
+        so it sees the account that a passdb lookup before it (on this connection or another)
+        is creating. Only lookups of that address wait; everything else is answered at once.
+        """
+        await asyncio.wait((pending,))
+        return self._counted_userdb(self.userdb_lookup(addr))
 
     def passdb_lookup(self, addr, password):
         if self._checked(addr) is None:
