@@ -1,9 +1,12 @@
-"""Which addresses already have today's login day on disk: pure bookkeeping, no I/O.
+"""Which addresses were seen carrying today's login day on disk: pure bookkeeping, no I/O.
 
 Most logins repeat a login of the same day, and the password file's mtime then is already
-that day. Remembering the addresses written (or found) for the newest day seen lets such a
-set skip the file system entirely. Only one day is kept: when a newer day arrives, the set
-starts over, so the memory is bounded by one day's distinct logins (and by `max_size`).
+that day. Remembering the addresses whose file a stat found carrying the newest day seen lets
+such a set skip the file system entirely. Only what a stat confirmed is remembered, not our
+own writes: a utime may have hit a file that was replaced right after (`User.create` replaces
+an empty password file) or that someone set back, and the next set's stat still sees that.
+Only one day is kept: when a newer day arrives the set starts over, so the memory is bounded
+by one day's distinct logins (and by `max_size`).
 """
 
 #: distinct addresses remembered for one day; beyond it the set starts over (each address
@@ -24,13 +27,12 @@ class RecordedDays:
         return day == self.day and addr in self.addrs
 
     def remember(self, addr: str, day: int) -> None:
-        """`addr`'s file now carries `day` (written or found so)."""
+        """A stat found `addr`'s file carrying `day`."""
         current = self.day
         if current is None or day > current:
             self.day = day
             self.addrs = set()
-        elif day < current:
-            # an older day went to disk (a late set): the newest day no longer holds
+        elif day < current:  # a late set of an older day: nothing to learn about today
             self.addrs.discard(addr)
             return
         addrs = self.addrs
@@ -39,5 +41,5 @@ class RecordedDays:
         addrs.add(addr)
 
     def forget(self, addr: str) -> None:
-        """Nothing is known of `addr`'s file any more (e.g. it has no account)."""
+        """`addr`'s file was just written, or is missing: the next set looks at the disk."""
         self.addrs.discard(addr)

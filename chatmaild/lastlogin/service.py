@@ -1,8 +1,9 @@
 """lastlogin: `shared/last-login/<addr>` sets from Dovecot's last_login plugin.
 
 The login day is the password file's mtime (SPEC 3, 5.2), touched only when the day changed.
-A set for an address already written (or found) today does not touch the disk at all
-(`recorded.RecordedDays`); every other set costs one stat, plus one utime on a new day.
+A set for an address whose file a stat already found carrying that day does not touch the
+disk at all (`recorded.RecordedDays`); every other set costs one stat, plus one utime when the
+day changed. So an address costs at most two stats and one utime a day.
 """
 
 import logging
@@ -71,9 +72,8 @@ class LastLoginService:
             return
         # a string path on the hot path: no Path objects
         touched = set_login_day(self._home_prefix + addr + "/" + PASSWORD, day)
-        if touched is None:  # no account (yet): nothing is known of its file
+        if touched is False:
+            self._recorded.remember(addr, day)
+        else:  # written (confirmed by the next set's stat) or no account (yet)
             self._recorded.forget(addr)
-            self._unchanged.inc()
-            return
-        self._recorded.remember(addr, day)
         (self._updated if touched else self._unchanged).inc()
