@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import subprocess
+import threading
 import time
 
 import pytest
@@ -88,6 +89,25 @@ async def auth(config, tmp_path):
     close_connections(server)
     await server.wait_closed()
     harness.service.close()
+
+
+@pytest.fixture
+def stick_hashing(monkeypatch):
+    """`stick_hashing()`: from then on creations hang in hashing until the returned event is
+    set (at the latest at teardown)."""
+    gate = threading.Event()
+    real_hash = hashing.hash_password
+
+    def stuck_hash(password):
+        gate.wait(10)
+        return real_hash(password)
+
+    def stick():
+        monkeypatch.setattr(hashing, "hash_password", stuck_hash)
+        return gate
+
+    yield stick
+    gate.set()
 
 
 def record(reply):
@@ -285,20 +305,11 @@ def test_bad_config_exits_with_one_line(tmp_path):
     assert "max_message_size" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-async def test_hashing_does_not_block_lookups(auth, monkeypatch):
+async def test_hashing_does_not_block_lookups(auth, stick_hashing):
     """While creations are stuck in hashing, lookups of existing users are still answered."""
-    import threading
-
     existing = "existing1@" + DOMAIN
     record(await auth.passdb(existing, "longenough"))
-    gate = threading.Event()
-    real_hash = hashing.hash_password
-
-    def stuck_hash(password):
-        gate.wait(10)
-        return real_hash(password)
-
-    monkeypatch.setattr(hashing, "hash_password", stuck_hash)
+    gate = stick_hashing()
     creations = [
         asyncio.ensure_future(auth.passdb(f"blocked{i:02d}@{DOMAIN}", "longenough"))
         for i in range(4)
@@ -326,21 +337,12 @@ async def test_pipelined_userdb_lookup_sees_the_creation_before_it(auth, config)
     assert lookups[("userdb", "notfound")].value == 0
 
 
-async def test_pipelined_unrelated_lookups_do_not_wait_for_a_creation(auth, monkeypatch):
+async def test_pipelined_unrelated_lookups_do_not_wait_for_a_creation(auth, stick_hashing):
     """Behind a stuck creation, a lookup of another address on the same connection is
     evaluated at once; a lookup of the address being created, on another connection, waits."""
-    import threading
-
     existing = "existing1@" + DOMAIN
     record(await auth.passdb(existing, "longenough"))
-    gate = threading.Event()
-    real_hash = hashing.hash_password
-
-    def stuck_hash(password):
-        gate.wait(10)
-        return real_hash(password)
-
-    monkeypatch.setattr(hashing, "hash_password", stuck_hash)
+    gate = stick_hashing()
     found = auth.service.metrics.lookup[("userdb", "found")]
     blocked = "blocked01@" + DOMAIN
     pipelined = asyncio.ensure_future(
