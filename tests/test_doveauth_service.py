@@ -337,6 +337,13 @@ async def test_pipelined_userdb_lookup_sees_the_creation_before_it(auth, config)
     assert lookups[("userdb", "notfound")].value == 0
 
 
+async def test_pipelined_iteration_lists_the_account_created_before_it(auth):
+    addr = "iterated1@" + DOMAIN
+    replies = await auth.ask(passdb_line(addr, "longenough") + b"I0\t0\tshared/userdb/\t\n", 3)
+    assert record(replies[0])["addr"] == addr
+    assert replies[1:] == [f"Oshared/userdb/{addr}\t", ""]
+
+
 async def test_pipelined_unrelated_lookups_do_not_wait_for_a_creation(auth, stick_hashing):
     """Behind a stuck creation, a lookup of another address on the same connection is
     evaluated at once; a lookup of the address being created, on another connection, waits."""

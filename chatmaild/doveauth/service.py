@@ -5,8 +5,9 @@ runs its checks, the SHA512-CRYPT hashing and the file creation in a thread pool
 releases the interpreter lock, so creations use every core and never stall the event loop).
 Concurrent first logins for one address share one creation in this process; across
 processes `User.create` keeps it exactly-once. Every racer is answered with the stored record.
-A userdb lookup of an address whose creation is in flight waits for it, so a pipelined
-passdb-then-userdb pair on one connection is answered as if handled one after the other.
+A userdb lookup of an address whose creation is in flight waits for it (an iteration waits
+for every creation in flight), so a pipelined passdb-then-userdb pair on one connection is
+answered as if handled one after the other.
 """
 
 import asyncio
@@ -68,7 +69,7 @@ class DoveauthService:
         if not rules.USERDB_PREFIX.startswith(path) and not path.startswith(rules.USERDB_PREFIX):
             return ()
         self.metrics.lookup[("iterate", "found")].inc()
-        return asyncio.get_running_loop().run_in_executor(None, self._userdb_rows)
+        return self._userdb_rows_after(list(self._creating.values()))
 
     def commit(self, txn):
         log.warning("doveauth does not accept writes (%d changes refused)", len(txn.ops))
@@ -147,6 +148,12 @@ class DoveauthService:
                 return None
             pending = self._start_creation(self.mailboxes.user(addr), password)
         return self._answer_creation(addr, pending)
+
+    async def _userdb_rows_after(self, pending):
+        """The listing, once the creations in flight when it was asked for have ended."""
+        if pending:
+            await asyncio.wait(pending)
+        return await asyncio.get_running_loop().run_in_executor(None, self._userdb_rows)
 
     def _userdb_rows(self):
         prefix = rules.USERDB_PREFIX
