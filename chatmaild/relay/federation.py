@@ -18,11 +18,10 @@ import socket
 from pathlib import Path
 
 from chatmaild.relay import netns as netns_mod
-from chatmaild.relay.dkimkeys import ensure_private_key, public_key_b64
 from chatmaild.relay.instance import Relay, RelayError, ensure_packages
 from chatmaild.relay.peering import Peering
 from chatmaild.relay.resolver import Resolver
-from chatmaild.relay.zone import dkim_txt, relay_zone
+from chatmaild.relay.zone import relay_zone
 
 DOMAINS = ("relay-a.test", "relay-b.test")
 DEFAULT_PAIR_STATE_DIR = Path("/tmp/chatmaild-relay-pair")
@@ -32,17 +31,10 @@ PAIR_FILE = "pair.json"
 SIDES = ("a", "b")
 RESOLVER_PACKAGES = ["unbound"]
 RESOLVER_FILES = ["/usr/sbin/unbound", "/usr/sbin/unbound-checkconf"]
-# Until the relay renders OpenDKIM itself: the key the relay would sign with.
-DKIM_KEY = Path("dkim") / "opendkim.private"
 
 
 def is_pair_dir(state_dir):
     return (Path(state_dir) / PAIR_FILE).exists()
-
-
-def _dkim_public_key_b64(state_dir):
-    """`p=` of the relay's DKIM key record (the key is created when missing)."""
-    return public_key_b64(ensure_private_key(Path(state_dir) / DKIM_KEY))
 
 
 class RelayPair:
@@ -130,12 +122,11 @@ class RelayPair:
     # -- the DNS data -------------------------------------------------------------------
 
     def zones(self):
-        """Both relays' zones (with their DKIM keys) and the extra zones."""
+        """Both relays' zones, with the DKIM records of their keys, and the extra zones.
+
+        Needs the relays prepared (`up` makes their keys)."""
         facts = zip(self.relays, self.domains, self.addresses, strict=True)
-        own = [
-            relay_zone(domain, address, dkim_txt(_dkim_public_key_b64(relay.state_dir)))
-            for relay, domain, address in facts
-        ]
+        own = [relay_zone(domain, addr, relay.dkim_record) for relay, domain, addr in facts]
         return [*own, *self.extra_zones]
 
     # -- up and down --------------------------------------------------------------------

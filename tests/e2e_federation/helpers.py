@@ -10,8 +10,9 @@ import subprocess
 import dkim
 from e2e.helpers import RelayClients, maildir_messages, wire_form
 
-from chatmaild.relay.dkimkeys import new_private_key_pem, public_key_b64
+from chatmaild.relay.dkimkey import new_private_pem
 from chatmaild.relay.netns import entered
+from chatmaild.relay.opendkim import public_key_b64
 from chatmaild.relay.testca import ca_cert_path
 from chatmaild.relay.zone import Zone, dkim_record, dkim_txt
 
@@ -30,7 +31,7 @@ class SenderDomain:
     def __init__(self, domain="sender.test", other="other.test"):
         self.domain = domain
         self.other = other
-        self.keys = {name: new_private_key_pem() for name in ("good", "unpublished", "other")}
+        self.keys = {name: new_private_pem() for name in ("good", "unpublished", "other")}
 
     def zones(self):
         good = dkim_txt(public_key_b64(self.keys["good"]))
