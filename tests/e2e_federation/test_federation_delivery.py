@@ -69,7 +69,8 @@ def test_mail_crosses_to_the_peer_over_verified_tls(federation, direction):
 
 def test_unknown_recipient_bounce_reaches_the_sender(federation):
     """Relay B accepts the RCPT (as production does: no recipient map), Dovecot's LMTP
-    refuses the unknown user, and B's bounce travels back to A like any other mail."""
+    refuses the unknown user, and B's bounce, DKIM-signed by B, travels back to A like any
+    other mail and passes A's filtermail as a mailer-daemon report."""
     a, b = federation.a, federation.b
     sender, spw = a.new_account()
     nobody = f"nosuchuser9@{b.domain}"
@@ -89,6 +90,8 @@ def test_unknown_recipient_bounce_reaches_the_sender(federation):
     assert b"Status: 5.1.1" in report
     assert nobody.encode() in report
     assert b"Accepted: mailer-daemon report" in a.log_text("filtermail-incoming.log").encode()
+    # B's OpenDKIM signed its bounce (non_smtpd_milters), and it verifies with B's record
+    assert a.dkim_verified_domain(report) == b.domain
 
 
 @pytest.mark.parametrize("stopped", ["sender's", "recipient's"])
