@@ -13,7 +13,6 @@ one arrived: their latency is the path's own, without the queueing of the burst.
     python benchmarks/bench_federation.py [--messages N] [--sessions N] [--single N] [--json]
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "e2e")]
 
+from benchutil import relay_bench_args  # noqa: E402
 from helpers import RelayClients, encrypted_message, read_stored  # noqa: E402
 
 from chatmaild.relay.federation import RelayPair  # noqa: E402
@@ -194,14 +194,7 @@ def run(messages, sessions, single=20, timeout=300):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--messages", type=int, default=300)
-    p.add_argument("--sessions", type=int, default=10)
-    p.add_argument("--single", type=int, default=20)
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("run as root (Postfix, Dovecot, unbound, network namespaces)")
+    args = relay_bench_args(__doc__, single=20)
     r = run(args.messages, max(1, args.sessions), args.single)
     if args.json:
         print(json.dumps(r, indent=1))

@@ -11,7 +11,6 @@ in the recipient's Maildir.
     python benchmarks/bench_relay.py [--messages N] [--sessions N] [--json]
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "e2e")]
 
+from benchutil import relay_bench_args  # noqa: E402
 from helpers import RelayClients, encrypted_message  # noqa: E402
 
 from chatmaild.relay.instance import Relay, default_ini_text  # noqa: E402
@@ -109,13 +109,7 @@ def run(messages, sessions):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--messages", type=int, default=300)
-    p.add_argument("--sessions", type=int, default=10)
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("run as root (Postfix, Dovecot, network namespace)")
+    args = relay_bench_args(__doc__)
     r = run(args.messages, args.sessions)
     if args.json:
         print(json.dumps(r, indent=1))

@@ -1,6 +1,9 @@
 """Small helpers shared by the benchmark scripts (importable: benchmarks/ is on sys.path)."""
 
+import argparse
+import os
 import socket
+import sys
 import time
 
 
@@ -34,3 +37,18 @@ def time_calls(func, seconds: float) -> tuple[int, float]:
         if elapsed >= seconds:
             return calls, elapsed
         batch = min(batch * 2, 10_000)
+
+
+def relay_bench_args(doc, **more_ints):
+    """Arguments of a whole-relay benchmark: --messages, --sessions, `more_ints` (name ->
+    default), --json; exits unless run as root (Postfix, Dovecot, namespaces)."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--messages", type=int, default=300)
+    p.add_argument("--sessions", type=int, default=10)
+    for name, default in more_ints.items():
+        p.add_argument(f"--{name}", type=int, default=default)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root (Postfix, Dovecot, network namespaces)")
+    return args

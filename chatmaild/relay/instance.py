@@ -185,6 +185,19 @@ def _pid_alive(pid):
     return True
 
 
+def wait_exit(pid, timeout):
+    """Wait up to `timeout` s for `pid` to end, SIGKILL it if it did not; True when it
+    ended by itself. (A zombie child of ours counts as ended and is reaped.)"""
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid):
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def _cmdline(pid):
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -571,15 +584,8 @@ class Relay:
     def _stop_pid(self, name, pid):
         if not self._terminate(name, pid):
             return
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.02)
-        if _pid_alive(pid):
-            self.log(f"{name} did not stop on SIGTERM: killing it")
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        if not wait_exit(pid, STOP_TIMEOUT):
+            self.log(f"{name} did not stop on SIGTERM: killed it")
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
 
@@ -640,12 +646,7 @@ class Relay:
         self._save_state()
 
     def _wait_gone(self, pid, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _pid_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        wait_exit(pid, timeout)
 
     # -- status -------------------------------------------------------------------------
 

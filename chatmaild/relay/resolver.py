@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from chatmaild.relay import netns as netns_mod
-from chatmaild.relay.instance import _cmdline, _pid_alive
+from chatmaild.relay.instance import _cmdline, _pid_alive, wait_exit
 from chatmaild.relay.zone import local_data_lines
 
 UNBOUND = "/usr/sbin/unbound"
@@ -114,14 +114,9 @@ class Resolver:
             return
         pid, self.pid = self.pid, None
         if not _pid_alive(pid) or "unbound" not in _cmdline(pid):
-            return
+            return  # gone, or the pid is not ours any more
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if _pid_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+        wait_exit(pid, STOP_TIMEOUT)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)

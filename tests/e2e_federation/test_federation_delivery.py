@@ -35,6 +35,19 @@ def _send(sender_side, recipient_side):
     return sender, rcpt, rpw, marker, message
 
 
+def _submit_and_see_it_deferred(a, b, sender, spw, rcpt, marker, message):
+    """Submit on A; returns (queue id, A's deferral line) once A deferred it, after
+    checking that it is still in A's queue and that nothing reached B."""
+    assert a.submit(465, sender, spw, sender, [rcpt], message) == {}
+    queue_id = wait_until(lambda: a.queue_id_of(_message_id(message)), "queue id")
+    (line,) = wait_until(lambda: a.delivery_lines(queue_id), "deferral", timeout=60)
+    assert "status=deferred" in line
+    assert queue_id in a.postqueue_list()
+    time.sleep(SETTLE_S)
+    assert not b.messages_with(rcpt, marker)
+    return queue_id, line
+
+
 def _exactly_once(side, rcpt, marker):
     wait_until(lambda: side.messages_with(rcpt, marker), f"{marker} at {rcpt}")
     time.sleep(SETTLE_S)
@@ -106,13 +119,7 @@ def test_resolver_down_defers_and_the_mail_arrives_once_it_is_back(federation, s
     marker, message = encrypted_message(sender, [rcpt])
     resolver.stop()
     try:
-        assert a.submit(465, sender, spw, sender, [rcpt], message) == {}
-        queue_id = wait_until(lambda: a.queue_id_of(_message_id(message)), "queue id")
-        (line,) = wait_until(lambda: a.delivery_lines(queue_id), "deferral", timeout=60)
-        assert "status=deferred" in line
-        assert queue_id in a.postqueue_list()
-        time.sleep(SETTLE_S)
-        assert not b.messages_with(rcpt, marker)
+        queue_id, line = _submit_and_see_it_deferred(a, b, sender, spw, rcpt, marker, message)
     finally:
         resolver.start(probe_name=a.domain)
     a.relay.flush_queue()
@@ -125,7 +132,7 @@ def test_resolver_down_defers_and_the_mail_arrives_once_it_is_back(federation, s
         assert re.search(r"said: 4\d\d ", line), line  # the peer answered 4xx
 
 
-def test_untrusted_peer_certificate_defers_instead_of_sending_in_clear(federation, tmp_path):
+def test_untrusted_peer_certificate_defers_instead_of_sending_in_clear(federation):
     a, b = federation.a, federation.b
     layout = b.relay.layout
     sender, spw = a.new_account()
@@ -137,13 +144,8 @@ def test_untrusted_peer_certificate_defers_instead_of_sending_in_clear(federatio
     make_certificate(layout.tls_cert, layout.tls_key, b.domain)
     b.restart_postfix()
     try:
-        assert a.submit(465, sender, spw, sender, [rcpt], message) == {}
-        queue_id = wait_until(lambda: a.queue_id_of(_message_id(message)), "queue id")
-        (line,) = wait_until(lambda: a.delivery_lines(queue_id), "deferral", timeout=60)
-        assert "status=deferred" in line
+        _, line = _submit_and_see_it_deferred(a, b, sender, spw, rcpt, marker, message)
         assert "certificate" in line.lower() and "verif" in line.lower()
-        time.sleep(SETTLE_S)
-        assert not b.messages_with(rcpt, marker)
         # B never saw the mail: no transaction, no queue id for it
         assert _message_id(message) not in b.log_text("postfix.log")
     finally:
