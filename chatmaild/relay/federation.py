@@ -59,6 +59,7 @@ class RelayPair:
         self.log = log
         self.extra_zones = tuple(extra_zones)
         self.domains = list(domains)
+        self.subnet = subnet
         self.addresses = [f"{subnet}.{i}" for i in (1, 2)]
         self.netns = [f"{netns_prefix}-{side}" for side in SIDES]
         ca_dir = self.state_dir / "ca"
@@ -100,7 +101,8 @@ class RelayPair:
     def _save_state(self):
         data = {
             "netns_prefix": self.netns_prefix,
-            "addresses": self.addresses,
+            "domains": self.domains,
+            "subnet": self.subnet,
             "resolver_pids": [r.pid for r in self.resolvers],
         }
         self.pair_file.write_text(json.dumps(data, indent=1) + "\n")
@@ -113,8 +115,17 @@ class RelayPair:
             data = json.loads((state_dir / PAIR_FILE).read_text())
         except (OSError, ValueError) as e:
             raise RelayError(f"no relay pair state in {state_dir}: {e}") from None
-        pair = cls(state_dir, data["netns_prefix"], log=log)
-        pair.relays = [Relay.from_state(state_dir / side, log=log) for side in SIDES]
+        pair = cls(
+            state_dir,
+            data["netns_prefix"],
+            domains=data.get("domains", DOMAINS),
+            subnet=data.get("subnet", SUBNET),
+            log=log,
+        )
+        pair.relays = [
+            Relay.from_state(relay.state_dir, log=log) if relay.state_file.exists() else relay
+            for relay in pair.relays
+        ]
         for resolver, pid in zip(pair.resolvers, data.get("resolver_pids", []), strict=False):
             resolver.pid = pid
         return pair
