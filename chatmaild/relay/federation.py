@@ -11,10 +11,10 @@ the relays goes MX lookup -> port 25 with `smtp_tls_security_level = verify` -> 
 -> filtermail incoming of the peer.
 """
 
-import contextlib
 import json
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 from chatmaild.relay import netns as netns_mod
@@ -122,10 +122,7 @@ class RelayPair:
             subnet=data.get("subnet", SUBNET),
             log=log,
         )
-        pair.relays = [
-            Relay.from_state(relay.state_dir, log=log) if relay.state_file.exists() else relay
-            for relay in pair.relays
-        ]
+        pair.relays = [pair._loaded(relay) or relay for relay in pair.relays]
         for resolver, pid in zip(pair.resolvers, data.get("resolver_pids", []), strict=False):
             resolver.pid = pid
         return pair
@@ -154,7 +151,10 @@ class RelayPair:
             for ns, domain in zip(self.netns, self.domains, strict=True):
                 netns_mod.create(ns, [domain, socket.gethostname()])
                 netns_mod.use_resolver(ns)
-            netns_mod.link(*self.netns, *self.addresses)
+            try:
+                netns_mod.link(*self.netns, *self.addresses)
+            except subprocess.CalledProcessError as e:
+                raise RelayError(f"could not link {' and '.join(self.netns)}: {e}") from None
             for relay in self.relays:
                 relay.up()
             zones = self.zones()
@@ -167,13 +167,18 @@ class RelayPair:
             raise
         self._save_state()
 
+    def _loaded(self, relay):
+        """`relay` with its config and layout (read from its state file if need be), or
+        None when it never started."""
+        if relay.layout is not None:
+            return relay
+        try:
+            return Relay.from_state(relay.state_dir, log=self.log)
+        except RelayError:
+            return None
+
     def down(self):
-        for relay in self.relays:
-            if relay.layout is None:
-                if not relay.state_file.exists():
-                    continue  # never started
-                with contextlib.suppress(RelayError):
-                    relay = Relay.from_state(relay.state_dir, log=self.log)
+        for relay in filter(None, map(self._loaded, self.relays)):
             relay.down()
         for resolver in self.resolvers:
             resolver.stop()
@@ -186,12 +191,9 @@ class RelayPair:
         """{component: running?} of both relays (prefixed a:/b:) and their resolvers."""
         result = {}
         for side, relay, resolver in zip(SIDES, self.relays, self.resolvers, strict=True):
-            if relay.layout is not None or relay.state_file.exists():
-                with contextlib.suppress(RelayError):
-                    if relay.layout is None:
-                        relay = Relay.from_state(relay.state_dir, log=self.log)
-                    for name, running in relay.status().items():
-                        result[f"{side}:{name}"] = running
+            relay = self._loaded(relay)
+            for name, running in relay.status().items() if relay else ():
+                result[f"{side}:{name}"] = running
             result[f"{side}:unbound"] = resolver.running()
         return result
 

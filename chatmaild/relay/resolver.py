@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from chatmaild.relay import netns as netns_mod
-from chatmaild.relay.instance import _cmdline, _pid_alive, wait_exit
+from chatmaild.relay.instance import RelayError, _cmdline, _pid_alive, wait_exit
 from chatmaild.relay.zone import local_data_lines
 
 UNBOUND = "/usr/sbin/unbound"
@@ -68,7 +68,11 @@ class Resolver:
     def write(self, zones):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(unbound_conf(self.run_dir, zones))
-        subprocess.run(["unbound-checkconf", str(self.conf_path)], check=True, capture_output=True)
+        check = subprocess.run(
+            ["unbound-checkconf", str(self.conf_path)], capture_output=True, text=True
+        )
+        if check.returncode != 0:
+            raise RelayError(f"unbound-checkconf refused {self.conf_path}:\n{check.stdout}")
 
     def start(self, probe_name):
         """Start unbound; returns once it answers an A query for `probe_name`."""
@@ -85,7 +89,7 @@ class Resolver:
         while not self.answers(probe_name):
             if proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"unbound in {self.netns} did not start; see {self.log_path}")
+                raise RelayError(f"unbound in {self.netns} did not start; see {self.log_path}")
             time.sleep(0.05)
 
     def answers(self, name):
