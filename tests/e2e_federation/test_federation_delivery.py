@@ -7,6 +7,7 @@ relay's namespace) and looked for in the recipient's Maildir on the other relay.
 
 import email
 import re
+import smtplib
 import time
 from email.utils import parseaddr
 
@@ -14,6 +15,7 @@ import pytest
 from e2e.helpers import encrypted_message, wait_until
 
 from chatmaild.relay.instance import make_certificate
+from chatmaild.relay.netns import entered
 from chatmaild.relay.testca import issue
 
 SETTLE_S = 3.0  # how long "nothing more arrived" is watched for
@@ -181,3 +183,16 @@ def test_untrusted_peer_certificate_defers_instead_of_sending_in_clear(federatio
         b.restart_postfix()
     a.relay.flush_queue()
     _exactly_once(b, rcpt, marker)
+
+
+def test_port_25_of_the_peer_takes_no_mail_before_starttls(federation):
+    a, b = federation.a, federation.b
+    with entered(a.netns):
+        client = smtplib.SMTP(b.address, 25, timeout=30)
+    try:
+        client.ehlo(a.domain)
+        assert client.has_extn("starttls")
+        code, text = client.mail(f"x@{a.domain}")
+        assert code == 530 and b"STARTTLS" in text
+    finally:
+        client.close()
