@@ -134,7 +134,7 @@ class KeyFetcher:
         ttl_left = answer.expiration - time.time()
         if answer.rrset is None:
             return KeyMissing(f"no TXT record at {name}"), min(ttl_left, NEGATIVE_TTL_MAX)
-        records = tuple(b"".join(rdata.strings) for rdata in answer.rrset)
+        records = tuple(sorted(b"".join(rdata.strings) for rdata in answer.rrset))
         return KeyFound(records), min(ttl_left, POSITIVE_TTL_MAX)
 
 

@@ -155,13 +155,14 @@ def check_dkim(result: DkimResult, env: Envelope, line: str) -> tuple[Verdict | 
     A failure is 550, a key that could not be fetched 451 (never an accept); either way one
     log line: the policy's line, then the DKIM reason. A pass keeps the policy's line.
     """
+    if result.outcome not in (FAIL, TEMPORARY, EXEMPT):
+        return None, line
     sender = _printable(env.mail_from)
     reason = _printable(result.reason)
+    line += " " if line.endswith(".") else ". "
     if result.outcome == FAIL:
-        return DKIM_FAILED, f"{line} DKIM failed for mail from <{sender}>: {reason}"
+        return DKIM_FAILED, f"{line}DKIM failed for mail from <{sender}>: {reason}"
     if result.outcome == TEMPORARY:
         verdict = Verdict(451, f"{DKIM_TEMPORARY_TEXT} ({reason[:200]})")
-        return verdict, f"{line} DKIM temporary failure for mail from <{sender}>: {reason}"
-    if result.outcome == EXEMPT:
-        return None, f"{line} DKIM exempt: {reason}"
-    return None, line
+        return verdict, f"{line}DKIM temporary failure for mail from <{sender}>: {reason}"
+    return None, f"{line}DKIM exempt: {reason}"

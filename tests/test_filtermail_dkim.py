@@ -1,0 +1,306 @@
+"""The pure DKIM decision (chatmaild.filtermail.dkimcheck) and its SMTP verdicts (policy).
+
+Messages are signed here with dkimpy and fresh RSA 2048 keys, relaxed/simple like OpenDKIM;
+keys come from a dict of looked-up TXT records, as the fetcher would hand them over.
+"""
+
+import pytest
+from dkim_samples import SELECTOR, rsa_key, sign
+from filtermail_samples import armor, encrypt, encrypted_mail, plain_mail
+
+from chatmaild.filtermail.dkimcheck import (
+    EXEMPT,
+    FAIL,
+    PASS,
+    TEMPORARY,
+    DkimResult,
+    KeyFound,
+    KeyMissing,
+    KeyTemporary,
+    screen,
+    select_key_record,
+    verify,
+)
+from chatmaild.filtermail.policy import Envelope, check_dkim
+
+DOMAIN = "sender.example"
+FROM = f"alice@{DOMAIN}"
+NAME = f"{SELECTOR}._domainkey.{DOMAIN}"
+
+
+def published(*pairs):
+    """{key name: KeyFound} for (domain, key[, selector]) pairs."""
+    keys = {}
+    for pair in pairs:
+        domain, key = pair[:2]
+        selector = pair[2] if len(pair) > 2 else SELECTOR
+        keys[f"{selector}._domainkey.{domain}"] = key.found()
+    return keys
+
+
+def decide(message: bytes, keys: dict) -> DkimResult:
+    screening = screen(message)
+    # the caller fetches exactly the key names screening asks for
+    fetched = {
+        name: keys.get(name, KeyMissing(f"no such name {name}")) for name in screening.key_names
+    }
+    return verify(message, screening, fetched)
+
+
+def message(sender=FROM, **extra) -> bytes:
+    return plain_mail(sender=sender, to="bob@chat.example", body=b"hello\nworld\n", **extra)
+
+
+KEY = rsa_key("a")
+OTHER_KEY = rsa_key("b")
+
+
+def test_valid_aligned_signature_passes():
+    result = decide(sign(message(), DOMAIN, KEY), published((DOMAIN, KEY)))
+    assert result == DkimResult(PASS, f"d={DOMAIN} s={SELECTOR}")
+
+
+def test_signed_encrypted_mail_passes():
+    mail = encrypted_mail(armor(encrypt(("x25519",), 2000)), sender=FROM, to="bob@chat.example")
+    assert decide(sign(mail, DOMAIN, KEY), published((DOMAIN, KEY))).outcome == PASS
+
+
+def test_unsigned_fails_without_any_key_lookup():
+    screening = screen(message())
+    assert screening.key_names == ()
+    assert screening.result == DkimResult(FAIL, "no signature")
+
+
+@pytest.mark.parametrize(
+    "from_domain, signing_domain",
+    [
+        ("Sender.Example", "sender.example"),
+        ("sender.example", "SENDER.example"),
+        ("sender.example.", "sender.example"),
+    ],
+)
+def test_alignment_is_case_insensitive(from_domain, signing_domain):
+    signed = sign(message(sender=f"alice@{from_domain}"), signing_domain, KEY)
+    assert decide(signed, published((DOMAIN, KEY))).outcome == PASS
+
+
+def test_other_signing_domain_fails_without_lookup():
+    signed = sign(message(), "other.example", KEY)
+    screening = screen(signed)
+    assert screening.key_names == ()
+    result = decide(signed, published(("other.example", KEY), (DOMAIN, KEY)))
+    assert result == DkimResult(FAIL, f"d=other.example does not match From domain {DOMAIN}")
+
+
+def test_parent_domain_signature_does_not_align():
+    """Strict alignment: From a.b.example is not covered by d=b.example (nor the reverse)."""
+    sub = message(sender="alice@a.b.example")
+    result = decide(sign(sub, "b.example", KEY), published(("b.example", KEY)))
+    assert result.outcome == FAIL
+    assert "d=b.example does not match From domain a.b.example" in result.reason
+    parent = message(sender="alice@b.example")
+    result = decide(sign(parent, "a.b.example", KEY), published(("a.b.example", KEY)))
+    assert result.outcome == FAIL
+
+
+def test_body_changed_after_signing_fails():
+    signed = sign(message(), DOMAIN, KEY).replace(b"world", b"w0rld")
+    result = decide(signed, published((DOMAIN, KEY)))
+    assert result == DkimResult(FAIL, f"d={DOMAIN} s={SELECTOR}: body hash mismatch")
+
+
+def test_appended_body_line_fails():
+    signed = sign(message(), DOMAIN, KEY) + b"P.S. added later\r\n"
+    assert decide(signed, published((DOMAIN, KEY))).reason.endswith("body hash mismatch")
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        (b"Subject: [...]", b"Subject: [..!]"),
+        (b"From: Alice <alice@", b"From: Mallory <alice@"),
+        (b"To: <bob@chat.example>", b"To: <eve@chat.example>"),
+    ],
+)
+def test_signed_header_changed_fails(old, new):
+    signed = sign(message(), DOMAIN, KEY)
+    assert old in signed
+    result = decide(signed.replace(old, new), published((DOMAIN, KEY)))
+    assert result == DkimResult(FAIL, f"d={DOMAIN} s={SELECTOR}: signature did not verify")
+
+
+def test_added_second_from_header_fails():
+    signed = sign(message(), DOMAIN, KEY)
+    tampered = signed.replace(b"\r\n\r\n", b"\r\nFrom: eve@sender.example\r\n\r\n", 1)
+    assert decide(tampered, published((DOMAIN, KEY))) == DkimResult(FAIL, "several From headers")
+
+
+def test_relaxed_header_canonicalization_tolerates_refolding():
+    signed = sign(message(), DOMAIN, KEY)
+    refolded = signed.replace(b"Subject: [...]", b"Subject:   [...]  ")
+    assert decide(refolded, published((DOMAIN, KEY))).outcome == PASS
+
+
+def test_revoked_key_fails():
+    revoked = {NAME: KeyFound((b"v=DKIM1; k=rsa; p=",))}
+    result = decide(sign(message(), DOMAIN, KEY), revoked)
+    assert result == DkimResult(FAIL, f"d={DOMAIN} s={SELECTOR}: key revoked (empty p=)")
+
+
+def test_signed_with_unpublished_key_fails():
+    result = decide(sign(message(), DOMAIN, OTHER_KEY), published((DOMAIN, KEY)))
+    assert result == DkimResult(FAIL, f"d={DOMAIN} s={SELECTOR}: signature did not verify")
+
+
+def test_missing_key_fails():
+    result = decide(sign(message(), DOMAIN, KEY), {})
+    assert result == DkimResult(FAIL, f"{NAME}: no such name {NAME}")
+
+
+def test_dns_error_is_temporary():
+    keys = {NAME: KeyTemporary(f"DNS timeout for {NAME}")}
+    result = decide(sign(message(), DOMAIN, KEY), keys)
+    assert result == DkimResult(TEMPORARY, f"DNS timeout for {NAME}")
+
+
+@pytest.mark.parametrize("literal", ["[192.0.2.1]", "[IPv6:2001:db8::1]"])
+def test_ip_literal_sender_is_exempt(literal):
+    screening = screen(message(sender=f"alice@{literal}"))
+    assert screening.key_names == ()
+    assert screening.result == DkimResult(EXEMPT, f"IP literal {literal}")
+
+
+def test_multiple_signatures_one_good_aligned_passes():
+    base = message()
+    other = sign(base, "other.example", OTHER_KEY)  # not aligned
+    bad = sign(other, DOMAIN, OTHER_KEY, "old")  # aligned, key not the published one
+    good = sign(bad, DOMAIN, KEY)  # aligned and good, outermost
+    keys = published(("other.example", OTHER_KEY), (DOMAIN, KEY, "old"), (DOMAIN, KEY))
+    assert decide(good, keys) == DkimResult(PASS, f"d={DOMAIN} s={SELECTOR}")
+    # the good one first, then a bad aligned one added later: still a pass
+    later = sign(sign(base, DOMAIN, KEY), DOMAIN, OTHER_KEY, "old")
+    assert decide(later, keys).outcome == PASS
+
+
+def test_multiple_signatures_all_bad_lists_every_reason():
+    signed = sign(sign(message(), "other.example", KEY), DOMAIN, OTHER_KEY)
+    result = decide(signed, published((DOMAIN, KEY)))
+    assert result.outcome == FAIL
+    assert f"d={DOMAIN} s={SELECTOR}: signature did not verify" in result.reason
+    assert f"d=other.example does not match From domain {DOMAIN}" in result.reason
+
+
+def test_temporary_lookup_does_not_hide_a_pass_and_beats_a_failure():
+    signed = sign(sign(message(), DOMAIN, KEY), DOMAIN, KEY, "second")
+    second = f"second._domainkey.{DOMAIN}"
+    keys = {NAME: KEY.found(), second: KeyTemporary(f"DNS timeout for {second}")}
+    assert decide(signed, keys).outcome == PASS
+    keys = {NAME: OTHER_KEY.found(), second: KeyTemporary(f"DNS timeout for {second}")}
+    assert decide(signed, keys) == DkimResult(TEMPORARY, f"DNS timeout for {second}")
+
+
+def test_rsa_sha1_is_not_accepted():
+    signed = sign(message(), DOMAIN, KEY, algorithm=b"rsa-sha1")
+    result = decide(signed, published((DOMAIN, KEY)))
+    assert result == DkimResult(FAIL, "signature 0: algorithm rsa-sha1 not accepted")
+
+
+def test_partial_body_signature_is_not_accepted():
+    signed = sign(message(), DOMAIN, KEY, length=True)
+    result = decide(signed, published((DOMAIN, KEY)))
+    assert result == DkimResult(FAIL, "signature 0: l= (partial body) not accepted")
+
+
+def test_malformed_signature_field_fails():
+    signed = b"DKIM-Signature: v=1; a=rsa-sha256; d=sender.example\r\n" + message()
+    result = decide(signed, published((DOMAIN, KEY)))
+    assert result.outcome == FAIL
+    assert result.reason.startswith("signature 0: missing")
+
+
+@pytest.mark.parametrize(
+    "headers, reason",
+    [
+        (b"To: bob@chat.example\r\n", "no From header"),
+        (b"From: a@x.example, b@x.example\r\n", "no single address in the From header"),
+    ],
+)
+def test_from_problems_fail(headers, reason):
+    assert screen(headers + b"\r\nbody\r\n").result == DkimResult(FAIL, reason)
+
+
+@pytest.mark.parametrize(
+    "records, chosen",
+    [
+        ((b"v=DKIM1; p=A",), b"v=DKIM1; p=A"),
+        ((b"p=A",), b"p=A"),
+        ((b"google-site-verification=x", b"v=DKIM1; p=A"), b"v=DKIM1; p=A"),
+        ((b"v=DKIM1; p=A", b"v=DKIM1; p=B"), None),
+        ((b"p=A", b"p=B"), None),
+    ],
+)
+def test_select_key_record(records, chosen):
+    assert select_key_record(records) == chosen
+
+
+def test_key_record_with_several_strings_and_spaces():
+    """A 2048-bit key record is longer than one TXT string; resolvers hand over the parts,
+    the fetcher joins them; whitespace inside p= (as some zone files write it) is fine."""
+    record = KEY.record()
+    spaced = record[:60] + " " + record[60:200] + "\t" + record[200:]
+    keys = {NAME: KeyFound((spaced.encode(),))}
+    assert decide(sign(message(), DOMAIN, KEY), keys).outcome == PASS
+
+
+# -- SMTP verdicts and log lines -----------------------------------------------------------------
+
+ENV = Envelope(mail_from="alice@sender.example", rcpt_tos=["bob@chat.example"])
+LINE = "Incoming: Filtering encrypted mail."
+
+
+@pytest.mark.parametrize(
+    "result, code, text, line",
+    [
+        (DkimResult(PASS, "d=x s=y"), None, None, LINE),
+        (
+            DkimResult(EXEMPT, "IP literal [192.0.2.1]"),
+            None,
+            None,
+            f"{LINE} DKIM exempt: IP literal [192.0.2.1]",
+        ),
+        (
+            DkimResult(FAIL, "no signature"),
+            550,
+            "5.7.1 No valid DKIM signature found",
+            f"{LINE} DKIM failed for mail from <alice@sender.example>: no signature",
+        ),
+        (
+            DkimResult(TEMPORARY, "DNS timeout for s._domainkey.d"),
+            451,
+            "4.7.1 Cannot verify the DKIM signature now, try again later"
+            " (DNS timeout for s._domainkey.d)",
+            f"{LINE} DKIM temporary failure for mail from <alice@sender.example>: "
+            "DNS timeout for s._domainkey.d",
+        ),
+    ],
+)
+def test_check_dkim_verdicts(result, code, text, line):
+    verdict, logged = check_dkim(result, ENV, LINE)
+    got = (verdict.code, verdict.text) if verdict is not None else (None, None)
+    assert got == (code, text)
+    assert logged == line
+    assert "\n" not in logged
+
+
+def test_check_dkim_reply_stays_one_printable_line():
+    reason = "DNS failure\r\nfor x" + "y" * 600
+    verdict, line = check_dkim(DkimResult(TEMPORARY, reason), ENV, LINE)
+    assert verdict.text.isprintable() and len(verdict.text) < 400
+    assert line.isprintable()
+
+
+def test_check_dkim_line_after_an_accepting_policy_line():
+    policy_line = "Incoming: Filtering unencrypted mail. Accepted: no recipient enforces encryption"
+    _, line = check_dkim(DkimResult(FAIL, "no signature"), ENV, policy_line)
+    assert line == f"{policy_line}. DKIM failed for mail from <alice@sender.example>: no signature"
+    assert check_dkim(DkimResult(PASS, "d=x s=y"), ENV, policy_line) == (None, policy_line)
