@@ -4,6 +4,9 @@ Messages are signed here with dkimpy and fresh RSA 2048 keys, relaxed/simple lik
 keys come from a dict of looked-up TXT records, as the fetcher would hand them over.
 """
 
+import base64
+import re
+
 import pytest
 from dkim_samples import SELECTOR, rsa_key, sign
 from filtermail_samples import armor, encrypt, encrypted_mail, plain_mail
@@ -17,6 +20,8 @@ from chatmaild.filtermail.dkimcheck import (
     KeyFound,
     KeyMissing,
     KeyTemporary,
+    empty_b_value,
+    parse_key,
     screen,
     select_key_record,
     verify,
@@ -304,3 +309,157 @@ def test_check_dkim_line_after_an_accepting_policy_line():
     _, line = check_dkim(DkimResult(FAIL, "no signature"), ENV, policy_line)
     assert line == f"{policy_line}. DKIM failed for mail from <alice@sender.example>: no signature"
     assert check_dkim(DkimResult(PASS, "d=x s=y"), ENV, policy_line) == (None, policy_line)
+
+
+# -- agreement with dkimpy's own verifier ------------------------------------------------------
+
+
+def in_body(mail: bytes, change) -> bytes:
+    head, sep, body = mail.partition(b"\r\n\r\n")
+    return head + sep + change(body)
+
+
+def two_to_fields(mail: bytes) -> bytes:
+    return mail.replace(b"To: <bob@chat.example>\r\n", b"To: <a@x.test>\r\nTo: <b@x.test>\r\n")
+
+
+BASES = {
+    "plain": lambda: message(),
+    "encrypted": lambda: encrypted_mail(armor(encrypt(("x25519",), 800)), sender=FROM),
+    "two To fields": lambda: two_to_fields(message()),
+    "empty body": lambda: message().split(b"\r\n\r\n")[0] + b"\r\n\r\n",
+    "trailing blank lines": lambda: message() + b"\r\n\r\n",
+    "folded subject": lambda: message(Subject="a long\r\n\tfolded subject"),
+}
+TAMPERINGS = {
+    "none": lambda m: m,
+    "subject spaces": lambda m: m.replace(b"Subject:", b"Subject:  ", 1),
+    "subject case": lambda m: m.replace(b"Subject:", b"SUBJECT:", 1),
+    "trailing spaces in body": lambda m: in_body(m, lambda b: b.replace(b"\r\n", b" \r\n")),
+    "spaces doubled in body": lambda m: in_body(m, lambda b: b.replace(b" ", b"  ")),
+    "blank lines appended": lambda m: m + b"\r\n\r\n\r\n",
+    "text appended": lambda m: m + b"more\r\n",
+    "To swapped": lambda m: m.replace(b"<a@x.test>", b"<c@x.test>"),
+    "field added on top": lambda m: b"X-Spam: no\r\n" + m,
+    "From added": lambda m: m.replace(b"\r\n\r\n", b"\r\nFrom: eve@sender.example\r\n\r\n", 1),
+    "LF line ends": lambda m: m.replace(b"\r\n", b"\n"),
+}
+
+
+@pytest.mark.parametrize("canon", [b"relaxed/simple", b"simple/simple", b"relaxed/relaxed"])
+@pytest.mark.parametrize("base", sorted(BASES))
+@pytest.mark.parametrize("tampering", sorted(TAMPERINGS))
+def test_agrees_with_dkimpy(canon, base, tampering):
+    """Our verification (dkimpy's canonicalization, OpenSSL's RSA) says pass exactly when
+    dkimpy's complete verifier does, whatever was changed after signing."""
+    import dkim
+
+    header_c, body_c = canon.split(b"/")
+    original = BASES[base]()
+    signature = dkim.sign(
+        original,
+        SELECTOR.encode(),
+        DOMAIN.encode(),
+        KEY.private_pem,
+        canonicalize=(header_c, body_c),
+    )
+    mail = TAMPERINGS[tampering](signature + original)
+    record = KEY.record().encode()
+    try:
+        theirs = dkim.DKIM(mail).verify(dnsfunc=lambda name, timeout=5: record)
+    except dkim.DKIMException:  # e.g. "body hash mismatch" is raised, not returned
+        theirs = False
+    ours = decide(mail, published((DOMAIN, KEY)))
+    assert (ours.outcome == PASS) == bool(theirs), ours
+
+
+# -- key records ---------------------------------------------------------------------------------
+
+
+def small_key_record(bits: int) -> bytes:
+    """A PKCS#1 RSA public key record of `bits` (any odd modulus will do for parsing)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    modulus = (1 << (bits - 1)) | 0xF1
+    der = (
+        rsa.RSAPublicNumbers(65537, modulus)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+    )
+    return b"v=DKIM1; p=" + base64.b64encode(der)
+
+
+P = KEY.record().split("p=", 1)[1].encode()
+
+
+@pytest.mark.parametrize(
+    "record, reason",
+    [
+        (b"v=DKIM1; k=rsa; p=", "key revoked (empty p=)"),
+        (b"v=DKIM1; k=rsa", "key record without p="),
+        (b"v=DKIM2; p=" + P, "key record v= is not DKIM1"),
+        (b"v=DKIM1; k=ed25519; p=" + P, "key type k=ed25519 not supported"),
+        (b"v=DKIM1; h=sha1; p=" + P, "key record does not allow sha256 (h=)"),
+        (b"v=DKIM1; s=tlsrpt; p=" + P, "key record is not for email (s=)"),
+        (b"v=DKIM1; p=not!base64", "key p= is not an RSA public key"),
+        (b"v=DKIM1; p=" + base64.b64encode(b"junk"), "key p= is not an RSA public key"),
+        (b"v=DKIM1; p", "malformed key record"),
+    ],
+)
+def test_unusable_key_records(record, reason):
+    assert parse_key(record) == reason
+    result = decide(sign(message(), DOMAIN, KEY), {NAME: KeyFound((record,))})
+    assert result == DkimResult(FAIL, f"d={DOMAIN} s={SELECTOR}: {reason}")
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        KEY.record().encode(),
+        b"p=" + P,  # v= and k= are optional
+        b"v=DKIM1; k=rsa; h=sha1:sha256; s=email:tlsrpt; t=y; p=" + P,
+    ],
+)
+def test_usable_key_records(record):
+    assert not isinstance(parse_key(record), str)
+    assert decide(sign(message(), DOMAIN, KEY), {NAME: KeyFound((record,))}).outcome == PASS
+
+
+def test_key_below_1024_bits_is_refused():
+    assert parse_key(small_key_record(512)) == "key too small (512 bits)"
+
+
+def test_pkcs1_key_record_is_accepted():
+    record = small_key_record(1024)
+    assert parse_key(record).key_size == 1024
+
+
+def test_from_must_be_signed():
+    # dkimpy refuses to sign without From: take From out of a signature's h= list
+    signed = sign(message(), DOMAIN, KEY)
+    signed, found = re.subn(rb"from\s*:\s*", b"", signed)  # lower case: only in h=
+    assert found == 2
+    assert screen(signed).result == DkimResult(FAIL, "signature 0: From is not signed")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b" v=1; a=rsa-sha256; d=x.example;\r\n b=AbC+/d\r\n EfG==",
+        b" a=1; b=abc\r\n def ; c=2",
+        b" b=",
+        b" b=\r\n",
+        b" b= \r\n",
+        b" b=ab  \r\n",
+        b"; b = a b c;",
+        b" bh=x; b=y\n",
+        b" z=foo b=bar; b=1",
+        b" b=ab\r\n\r\n",
+        b"\tb=\tQUJD\r\n\tREVG;",
+    ],
+)
+def test_b_value_emptied_exactly_like_dkimpy(value):
+    import dkim
+
+    assert empty_b_value(value) == dkim.RE_BTAG.sub(b"\\1", value)
