@@ -7,7 +7,10 @@ keys come from a dict of looked-up TXT records, as the fetcher would hand them o
 import base64
 import re
 
+import dkim
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from dkim_samples import SELECTOR, rsa_key, sign
 from filtermail_samples import armor, encrypt, encrypted_mail, plain_mail
 
@@ -352,8 +355,6 @@ TAMPERINGS = {
 def test_agrees_with_dkimpy(canon, base, tampering):
     """Our verification (dkimpy's canonicalization, OpenSSL's RSA) says pass exactly when
     dkimpy's complete verifier does, whatever was changed after signing."""
-    import dkim
-
     header_c, body_c = canon.split(b"/")
     original = BASES[base]()
     signature = dkim.sign(
@@ -378,9 +379,6 @@ def test_agrees_with_dkimpy(canon, base, tampering):
 
 def small_key_record(bits: int) -> bytes:
     """A PKCS#1 RSA public key record of `bits` (any odd modulus will do for parsing)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     modulus = (1 << (bits - 1)) | 0xF1
     der = (
         rsa.RSAPublicNumbers(65537, modulus)
@@ -460,6 +458,4 @@ def test_from_must_be_signed():
     ],
 )
 def test_b_value_emptied_exactly_like_dkimpy(value):
-    import dkim
-
     assert empty_b_value(value) == dkim.RE_BTAG.sub(b"\\1", value)

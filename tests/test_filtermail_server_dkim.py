@@ -10,7 +10,7 @@ import time
 import pytest
 from dkim_samples import SELECTOR, rsa_key, sign
 from filtermail_samples import armor, encrypt, encrypted_mail, plain_mail
-from filtermail_server_helpers import Client, Filter, RecordingSink
+from filtermail_server_helpers import Client, Filter, RecordingSink, closed_port
 from unbound_instance import Unbound, require_unbound, txt
 
 from chatmaild.filtermail.dkimkeys import KeyFetcher
@@ -187,13 +187,10 @@ async def test_off_switch_accepts_unsigned(tmp_path, sink):
     ],
 )
 def test_daemon_logs_the_setting_at_start(tmp_path, setting, expected):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     ini = write_ini(
         tmp_path / "chatmail.ini",
         mailboxes_dir=tmp_path / "mailboxes",
-        filtermail_smtp_port_incoming=port,
+        filtermail_smtp_port_incoming=closed_port(),
         filtermail_dkim_check=setting,
         filtermail_dkim_nameserver="127.0.0.1:53",
     )
