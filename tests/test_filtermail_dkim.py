@@ -5,6 +5,7 @@ keys come from a dict of looked-up TXT records, as the fetcher would hand them o
 """
 
 import base64
+import random
 import re
 
 import dkim
@@ -459,3 +460,35 @@ def test_from_must_be_signed():
 )
 def test_b_value_emptied_exactly_like_dkimpy(value):
     assert empty_b_value(value) == dkim.RE_BTAG.sub(b"\\1", value)
+
+
+def test_identity_equal_to_domain_is_refused_not_raised():
+    """dkimpy's field check raises IndexError for i= equal to d= (no @)."""
+    signed = sign(message(), DOMAIN, KEY).replace(b"i=@sender.example", b"i=sender.example", 1)
+    assert screen(signed).result == DkimResult(FAIL, "signature 0: malformed tag value")
+
+
+def test_mangled_messages_never_raise():
+    """Random damage to a signed message: always a verdict, never an exception (which the
+    server would turn into a 451, and the sender would retry for days)."""
+    rng = random.Random(12)
+    base = sign(message(), DOMAIN, KEY)
+    keys = published((DOMAIN, KEY))
+    pieces = [b" ", b"\r\n", b"\r\n ", b";", b"=", b":", b"\xff", b"\x00", b"b=", b"d=", b"h="]
+    pieces += [b"From:", b"@", b"[", b"DKIM-Signature: a=b\r\n", b"c=x/y;", b"i=sender.example;"]
+    outcomes = set()
+    for _ in range(1500):
+        mangled = bytearray(base)
+        for _ in range(rng.randint(1, 4)):
+            pos = rng.randrange(len(mangled) or 1)
+            op = rng.random()
+            if op < 0.3:
+                mangled[pos : pos + 1] = bytes([rng.randrange(256)])
+            elif op < 0.6:
+                mangled[pos:pos] = rng.choice(pieces)
+            elif op < 0.8:
+                del mangled[pos : pos + rng.randint(1, 20)]
+            else:
+                del mangled[pos:]
+        outcomes.add(decide(bytes(mangled), keys).outcome)
+    assert outcomes == {PASS, FAIL}  # damage outside what is signed still passes

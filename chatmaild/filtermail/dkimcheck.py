@@ -173,6 +173,8 @@ def parse_signature(index: int, raw: tuple[bytes, bytes]) -> tuple[Signature | N
         dkim.validate_signature_fields(tags)
     except dkim.ValidationError as e:
         return None, f"signature {index}: {_short(e)}"
+    except (IndexError, ValueError):  # dkimpy 1.1.8 on i= equal to d=, say
+        return None, f"signature {index}: malformed tag value"
     if tags[b"a"] not in ACCEPTED_ALGORITHMS:
         algorithm = tags[b"a"].decode("ascii", "replace")
         return None, f"signature {index}: algorithm {algorithm} not accepted"
@@ -196,7 +198,7 @@ def screen(message: bytes) -> Screening:
     block, body_start = split_header_block(message)
     try:
         headers, _ = dkim.rfc822_parse(block)
-    except dkim.MessageFormatError:
+    except (dkim.MessageFormatError, IndexError):  # IndexError: starts with a continuation
         return _fail("malformed header section")
     headers = tuple((name, value) for name, value in headers)
     domain, why = from_domain(headers)

@@ -39,6 +39,9 @@ def make_resolver(nameserver: tuple[str, int] | None, timeout: float) -> dns.asy
         resolver = dns.asyncresolver.Resolver(configure=False)
         resolver.nameservers = [nameserver[0]]
         resolver.port = nameserver[1]
+    # EDNS with the usual 1232-byte payload: a 4096-bit key record fits one UDP answer
+    # (without EDNS, answers over 512 bytes come truncated and are asked again over TCP)
+    resolver.use_edns(0, 0, 1232)
     resolver.lifetime = timeout
     resolver.timeout = min(timeout, 2.0)  # per try; retried within the lifetime
     resolver.cache = None  # ours is in front of it
