@@ -12,6 +12,7 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from dkim.canonicalization import Relaxed
 from dkim_samples import SELECTOR, rsa_key, sign
 from filtermail_samples import armor, encrypt, encrypted_mail, plain_mail
 
@@ -26,6 +27,7 @@ from chatmaild.filtermail.dkimcheck import (
     KeyTemporary,
     empty_b_value,
     parse_key,
+    relaxed_field,
     screen,
     select_key_record,
     verify,
@@ -492,3 +494,21 @@ def test_mangled_messages_never_raise():
                 del mangled[pos:]
         outcomes.add(decide(bytes(mangled), keys).outcome)
     assert outcomes == {PASS, FAIL}  # damage outside what is signed still passes
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        (b"Subject", b" hello   world \r\n"),
+        (b"Subject", b"\thello\r\n\t world\r\n"),
+        (b"Subject ", b"  \r\n"),
+        (b"X", b""),
+        (b"To", b" a,\r\n   b ,\r\n\tc\r\n"),
+        (b"X", b" bare\rcr\r\n"),
+        (b"X", b" vertical\x0btab\x0cff \r\n"),
+        (b"X", b" \xc3\xa4 8-bit\xa0nbsp\r\n"),
+        (b"DKIM-Signature", b" v=1; b=\r\n"),
+    ],
+)
+def test_relaxed_fields_like_dkimpy(name, value):
+    assert relaxed_field(name, value) == Relaxed.canonicalize_headers([(name, value)])[0]
