@@ -512,3 +512,10 @@ def test_mangled_messages_never_raise():
 )
 def test_relaxed_fields_like_dkimpy(name, value):
     assert relaxed_field(name, value) == Relaxed.canonicalize_headers([(name, value)])[0]
+
+
+def test_internationalized_from_domain_aligns_with_its_a_label():
+    mail = message(sender="alice@bücher.example")
+    assert "bücher".encode() in mail
+    signed = sign(mail, "xn--bcher-kva.example", KEY)
+    assert decide(signed, published(("xn--bcher-kva.example", KEY))).outcome == PASS
