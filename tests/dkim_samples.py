@@ -11,25 +11,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chatmaild.filtermail.dkimcheck import KeyFound
+from chatmaild.relay.opendkim import OVERSIGN_HEADERS, SELECTOR
 
-SELECTOR = "opendkim"
-# What OpenDKIM signs on chatmail relays (SignHeaders, OversignHeaders) as far as present.
-SIGNED = (
-    "from",
-    "reply-to",
-    "subject",
-    "date",
-    "to",
-    "cc",
-    "in-reply-to",
-    "references",
-    "message-id",
-    "mime-version",
-    "content-type",
-    "autocrypt",
-    "secure-join",
-)
-OVERSIGNED = ("from", "reply-to", "subject", "date", "to", "cc")
+# What OpenDKIM on a chatmail relay signs, as far as present: RFC 6376's list (dkimpy's
+# default, which has From) plus Autocrypt and Content-Type, and the relay's oversigned fields
+# once more (chatmaild.relay.opendkim renders the same lists into opendkim.conf).
+SIGNED = (*dkim.DKIM.SHOULD, b"autocrypt", b"secure-join")
+OVERSIGNED = tuple(name.encode() for name in OVERSIGN_HEADERS)
 
 
 @dataclass(frozen=True)
@@ -82,8 +70,8 @@ def sign(
     """`message` with a DKIM-Signature field of `domain` prepended."""
     key = key or rsa_key()
     present = _present_headers(message)
-    include = [h.encode() for h in SIGNED if h.encode() in present]
-    include += [h.encode() for h in OVERSIGNED if h.encode() in present]
+    include = [h for h in SIGNED if h in present]
+    include += [h for h in OVERSIGNED if h in present]
     signature = dkim.sign(
         message,
         selector.encode(),
