@@ -83,3 +83,52 @@ def sign(
         length=length,
     )
     return signature + message
+
+
+# Bytes that matter to header, tag-list and address parsing, for `damaged`.
+DAMAGE_PIECES = (
+    b" ",
+    b"\t",
+    b"\r\n",
+    b"\n",
+    b"\r\n ",
+    b"\r",
+    b";",
+    b"=",
+    b":",
+    b"\xff",
+    b"\x00",
+    b"\x0b",
+    b"b=",
+    b"d=",
+    b"h=",
+    b"From ",
+    b"From:",
+    b"X:",
+    b"@",
+    b"[",
+    b"a=b;",
+    b";;",
+    b"  =  ",
+    b"DKIM-Signature: a=b\r\n",
+    b"c=x/y;",
+    b"i=sender.example;",
+)
+
+
+def damaged(data: bytes, rng, pieces=DAMAGE_PIECES) -> bytes:
+    """`data` with one to four random changes: a byte replaced, a piece inserted, a run
+    deleted, or the rest cut off."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        pos = rng.randrange(len(out) or 1)
+        op = rng.random()
+        if op < 0.3:
+            out[pos : pos + 1] = bytes([rng.randrange(256)])
+        elif op < 0.6:
+            out[pos:pos] = rng.choice(pieces)
+        elif op < 0.85:
+            del out[pos : pos + rng.randint(1, 20)]
+        else:
+            del out[pos:]
+    return bytes(out)

@@ -12,7 +12,7 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from dkim_samples import SELECTOR, rsa_key, sign
+from dkim_samples import SELECTOR, damaged, rsa_key, sign
 from filtermail_samples import armor, encrypt, encrypted_mail, plain_mail
 
 from chatmaild.filtermail.dkimcheck import (
@@ -453,23 +453,7 @@ def test_mangled_messages_never_raise():
     rng = random.Random(12)
     base = sign(message(), DOMAIN, KEY)
     keys = published((DOMAIN, KEY))
-    pieces = [b" ", b"\r\n", b"\r\n ", b";", b"=", b":", b"\xff", b"\x00", b"b=", b"d=", b"h="]
-    pieces += [b"From:", b"@", b"[", b"DKIM-Signature: a=b\r\n", b"c=x/y;", b"i=sender.example;"]
-    outcomes = set()
-    for _ in range(1500):
-        mangled = bytearray(base)
-        for _ in range(rng.randint(1, 4)):
-            pos = rng.randrange(len(mangled) or 1)
-            op = rng.random()
-            if op < 0.3:
-                mangled[pos : pos + 1] = bytes([rng.randrange(256)])
-            elif op < 0.6:
-                mangled[pos:pos] = rng.choice(pieces)
-            elif op < 0.8:
-                del mangled[pos : pos + rng.randint(1, 20)]
-            else:
-                del mangled[pos:]
-        outcomes.add(decide(bytes(mangled), keys).outcome)
+    outcomes = {decide(damaged(base, rng), keys).outcome for _ in range(1500)}
     assert outcomes == {PASS, FAIL}  # damage outside what is signed still passes
 
 

@@ -8,7 +8,7 @@ import dkim
 import pytest
 from dkim.canonicalization import Relaxed
 from dkim.util import InvalidTagValueList, parse_tag_value
-from dkim_samples import rsa_key, sign
+from dkim_samples import damaged, rsa_key, sign
 from filtermail_samples import plain_mail
 
 from chatmaild.filtermail.dkimfast import (
@@ -22,28 +22,11 @@ from chatmaild.filtermail.dkimfast import (
 )
 from chatmaild.filtermail.mime import split_header_block
 
-PIECES = [b" ", b"\t", b"\r\n", b"\n", b"\r\n ", b"\r", b";", b"=", b":", b"\xff", b"\x00"]
-PIECES += [b"\x0b", b"b=", b"From ", b"X:", b"a=b;", b";;", b"  =  "]
-
 
 def signed_block() -> bytes:
     mail = plain_mail(sender="alice@sender.example", to="bob@chat.example")
     signed = sign(mail, "sender.example", rsa_key("a"))
     return split_header_block(signed)[0]
-
-
-def damaged(data: bytes, rng: random.Random) -> bytes:
-    out = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-        pos = rng.randrange(len(out) or 1)
-        op = rng.random()
-        if op < 0.3:
-            out[pos : pos + 1] = bytes([rng.randrange(256)])
-        elif op < 0.7:
-            out[pos:pos] = rng.choice(PIECES)
-        else:
-            del out[pos : pos + rng.randint(1, 12)]
-    return bytes(out)
 
 
 def dkimpy_fields(block):
