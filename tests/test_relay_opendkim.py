@@ -21,7 +21,6 @@ from chatmaild.relay.dkimkey import ensure_key, new_private_pem
 from chatmaild.relay.dkimrun import check_argv, opendkim_argv
 from chatmaild.relay.opendkim import (
     OVERSIGN_HEADERS,
-    TXT_CHUNK,
     DkimLayout,
     key_name,
     local_dkim_layout,
@@ -34,6 +33,7 @@ from chatmaild.relay.opendkim import (
 )
 from chatmaild.relay.render import local_layout, production_layout, render_relay
 from chatmaild.relay.syslogsink import as_line
+from chatmaild.relay.zone import TXT_CHUNK
 
 from conftest import REPO_ROOT, daemon_env, require, require_tool, write_ini
 

@@ -11,6 +11,8 @@ import base64
 import dataclasses
 from pathlib import Path
 
+from chatmaild.relay.zone import dkim_txt, txt_strings
+
 SELECTOR = "opendkim"
 KEY_BITS = 2048
 USER = "opendkim"
@@ -45,7 +47,6 @@ OVERSIGN_HEADERS = (
 # OpenDKIM signs mail from that MTA and only verifies everything else.
 ORIGINATING = "ORIGINATING"
 # A DNS TXT character-string holds at most 255 bytes; longer values are split.
-TXT_CHUNK = 255
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +185,7 @@ def public_key_b64(private_pem):
 
 def txt_value(private_pem):
     """The TXT record's value for `opendkim._domainkey.DOMAIN`."""
-    return f"v=DKIM1; k=rsa; p={public_key_b64(private_pem)}"
+    return dkim_txt(public_key_b64(private_pem))
 
 
 def genkey_command(domain, dkim):
@@ -197,5 +198,4 @@ def genkey_command(domain, dkim):
 
 def zone_line(domain, value):
     """`NAME. TXT "..." "..."` with the value split into DNS character-strings."""
-    chunks = [value[i : i + TXT_CHUNK] for i in range(0, len(value), TXT_CHUNK)]
-    return f"{key_name(domain)}. TXT " + " ".join(f'"{c}"' for c in chunks)
+    return f"{key_name(domain)}. TXT {txt_strings(value)}"
