@@ -30,7 +30,10 @@ def _indent(lines, depth):
 
 
 def _new_account_location(config, web):
-    lines = [f"limit_req zone=newaccount burst={NEW_ACCOUNT_BURST} nodelay;"]
+    lines = [
+        f"limit_req zone=newaccount burst={NEW_ACCOUNT_BURST} nodelay;",
+        "error_page 429 @limited;",
+    ]
     if not web.self_signed:
         # A browser (GET) is sent to Delta Chat, which then POSTs here.
         lines.append(
