@@ -8,23 +8,26 @@ verify strictly against the test CA.
 """
 
 import concurrent.futures
+import imaplib
 import io
+import json
 import os
 import shutil
 import socket
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
 from chatmaild.relay import testca
 from chatmaild.relay.instance import Relay
-from chatmaild.relay.netns import entered
+from chatmaild.relay.netns import entered, exec_prefix
 
-from .conftest import relay_prerequisites
-from .helpers import RelayClients, client_tls, random_local_part
-from .web_helpers import Web, http2_first_frame_type, read_line, tls_connect
+from .conftest import E2ERelay, relay_prerequisites
+from .helpers import client_tls, random_local_part
+from .web_helpers import Web, http2_first_frame_type, read_line, run_in_netns, tls_connect
 from conftest import require_tool
 
 WEB_DOMAIN = "_web.example"
@@ -36,15 +39,15 @@ PRIVACY = {
 LIMIT_REFILL = 3.0  # /new: 2 r/s, burst 5 -> an empty bucket refills in 2.5 s
 
 
-class WebRelay(RelayClients):
+class WebRelay(E2ERelay):
     def __init__(self, relay, ca_file):
-        super().__init__(relay)
+        super().__init__(relay, notifications=None)
         self.ca_file = ca_file
         self.web = Web(relay.netns, self.domain, ca_file)
 
     def imap_login_993(self, addr, password):
         with entered(self.netns):
-            client = __import__("imaplib").IMAP4_SSL(
+            client = imaplib.IMAP4_SSL(
                 "127.0.0.1", 993, ssl_context=client_tls(), timeout=30
             )
         try:
@@ -232,7 +235,7 @@ def test_post_new_hands_out_an_address_that_works(web_relay, limiter_refilled):
     for path in ("/new", "/cgi-bin/newemail.py"):
         status, headers, body = web_relay.web.request("POST", path)
         assert status == 200 and headers["content-type"] == "application/json"
-        doc = __import__("json").loads(body)
+        doc = json.loads(body)
         local, _, domain = doc["email"].partition("@")
         assert domain == WEB_DOMAIN and len(local) == 9
         assert not web_relay.user_dir(doc["email"]).exists()
@@ -268,9 +271,170 @@ def test_nocreate_file_closes_new_and_first_logins(web_relay, limiter_refilled):
         status, doc = web_relay.web.new_account()
         assert status == 403 and "closed" in doc["reason"]
         addr = f"{random_local_part()}@{WEB_DOMAIN}"
-        with pytest.raises(__import__("imaplib").IMAP4.error):
+        with pytest.raises(imaplib.IMAP4.error):
             web_relay.imap_login_993(addr, "a-password-long-enough")
     finally:
         nocreate.unlink()
     time.sleep(LIMIT_REFILL)
     assert web_relay.web.new_account()[0] == 200
+
+
+# -- Delta Chat -------------------------------------------------------------------------------
+
+CLIENT_UID = 64101  # the blocked client's uid (no passwd entry needed)
+MAIL_PORTS = (143, 465, 587, 993)
+NFT_TABLE = "chatmaild_client_block"
+
+
+def _rpc_server_binary():
+    try:
+        import deltachat_rpc_server
+    except ImportError:
+        from conftest import require
+
+        require(False, "deltachat-rpc-server (test extras)")
+    return str(Path(deltachat_rpc_server.__file__).parent / "deltachat-rpc-server")
+
+
+def _rpc(netns, accounts_dir, stderr, prefix=()):
+    try:
+        from deltachat_rpc_client import Rpc
+    except ImportError:
+        from conftest import require
+
+        require(False, "deltachat-rpc-client (test extras)")
+    return Rpc(
+        accounts_dir=str(accounts_dir),
+        rpc_server_path=[*exec_prefix(netns), *prefix, _rpc_server_binary()],
+        stderr=stderr,
+        env={**os.environ, "RUST_LOG": "warn", "HOME": str(Path(accounts_dir).parent)},
+    )
+
+
+def _padlocked_messages_both_ways(alice, bob):
+    """Secure-join, then an encrypted message each way; both show the padlock."""
+    alice_addr, bob_addr = (a.get_config("configured_addr") for a in (alice, bob))
+    bob.secure_join(alice.get_qr_code())
+    alice.wait_for_securejoin_inviter_success()
+    bob.wait_for_securejoin_joiner_success()
+    alice.get_chat_by_contact(alice.get_contact_by_addr(bob_addr)).send_text("hello bob")
+    msg = bob.wait_for_incoming_msg().get_snapshot()
+    assert msg.text == "hello bob" and msg.show_padlock
+    bob.get_chat_by_contact(bob.get_contact_by_addr(alice_addr)).send_text("hello alice")
+    msg = alice.wait_for_incoming_msg().get_snapshot()
+    assert msg.text == "hello alice" and msg.show_padlock
+
+
+def test_onboarding_from_the_dcaccount_qr_alone(web_relay, tmp_path, limiter_refilled):
+    """As a new user does it: scan the website's QR, nothing else (no server settings)."""
+    from deltachat_rpc_client import DeltaChat
+
+    web_relay.require_daemons("doveauth", "web", "filtermail-outgoing")
+    qr = f"dcaccount:https://{WEB_DOMAIN}/new"
+    with open(tmp_path / "rpc.stderr", "wb") as stderr, _rpc(
+        web_relay.netns, tmp_path / "accounts", stderr
+    ) as rpc:
+        deltachat = DeltaChat(rpc)
+        accounts = []
+        for _ in range(2):
+            account = deltachat.add_account()
+            assert account.check_qr(qr)["kind"] == "account"
+            account.add_transport_from_qr(qr)
+            account.bring_online()
+            addr = account.get_config("configured_addr")
+            assert addr.endswith(f"@{WEB_DOMAIN}")
+            assert (web_relay.user_dir(addr) / "password").exists()  # doveauth created it
+            accounts.append(account)
+        _padlocked_messages_both_ways(*accounts)
+    access = web_relay.log_text("nginx-access.log")
+    assert access.count('"POST /new HTTP/1.1" 200') >= 2
+
+
+def _nft(netns, script):
+    proc = run_in_netns(netns, ["nft", "-f", "-"], input=script)
+    assert proc.returncode == 0, proc.stderr
+
+
+def _connects_as_client(netns, ports):
+    """{port: connected?} for TCP connects to 127.0.0.1 made as the client's uid."""
+    probe = (
+        "import socket, sys\n"
+        "for port in map(int, sys.argv[1:]):\n"
+        "    s = socket.socket()\n"
+        "    s.settimeout(5)\n"
+        "    print(port, s.connect_ex(('127.0.0.1', port)) == 0)\n"
+    )
+    argv = ["setpriv", f"--reuid={CLIENT_UID}", f"--regid={CLIENT_UID}", "--clear-groups"]
+    proc = run_in_netns(
+        netns, [*argv, "/usr/bin/python3", "-c", probe, *map(str, ports)], timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return {int(p): ok == "True" for p, ok in (line.split() for line in proc.stdout.splitlines())}
+
+
+@pytest.fixture
+def mail_ports_blocked_for_client(web_relay):
+    """nft in the relay's namespace: the client's uid cannot reach 143/465/587/993. The
+    relay's own loopback traffic (nginx -> Dovecot/Postfix) is other uids and passes."""
+    require_tool("nft", "/usr/bin/python3")
+    ports = ", ".join(map(str, MAIL_PORTS))
+    _nft(
+        web_relay.netns,
+        f"table inet {NFT_TABLE} {{\n"
+        "  chain output {\n"
+        "    type filter hook output priority 0; policy accept;\n"
+        f"    meta skuid {CLIENT_UID} tcp dport {{ {ports} }} reject with tcp reset\n"
+        "  }\n"
+        "}\n",
+    )
+    try:
+        yield
+    finally:
+        _nft(web_relay.netns, f"delete table inet {NFT_TABLE}\n")
+
+
+def test_through_port_443_only(web_relay, mail_ports_blocked_for_client):
+    from deltachat_rpc_client import DeltaChat
+
+    web_relay.require_daemons("doveauth", "filtermail-outgoing")
+    reach = _connects_as_client(web_relay.netns, (*MAIL_PORTS, 443))
+    assert reach == {143: False, 465: False, 587: False, 993: False, 443: True}
+    # the relay itself still reaches Dovecot and Postfix over loopback
+    assert all(_connects_as_root(web_relay.netns, port) for port in MAIL_PORTS)
+
+    home = tempfile.mkdtemp(prefix="chatmaild-e2e-dc443-", dir="/tmp")
+    try:
+        os.chown(home, CLIENT_UID, CLIENT_UID)
+        prefix = ["setpriv", f"--reuid={CLIENT_UID}", f"--regid={CLIENT_UID}", "--clear-groups"]
+        with open(os.path.join(home, "rpc.stderr"), "wb") as stderr, _rpc(
+            web_relay.netns, os.path.join(home, "accounts"), stderr, prefix
+        ) as rpc:
+            deltachat = DeltaChat(rpc)
+            accounts = []
+            for _ in range(2):
+                account = deltachat.add_account()
+                account.add_or_update_transport(
+                    {
+                        "addr": f"{random_local_part()}@{WEB_DOMAIN}",
+                        "password": random_local_part(20),
+                        "imapServer": WEB_DOMAIN,
+                        "imapPort": 443,
+                        "imapSecurity": "ssl",
+                        "smtpServer": WEB_DOMAIN,
+                        "smtpPort": 443,
+                        "smtpSecurity": "ssl",
+                    }
+                )
+                account.bring_online()
+                accounts.append(account)
+            _padlocked_messages_both_ways(*accounts)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _connects_as_root(netns, port):
+    with entered(netns):
+        sock = socket.socket()
+    with sock:
+        sock.settimeout(5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
