@@ -346,8 +346,10 @@ def test_onboarding_from_the_dcaccount_qr_alone(web_relay, tmp_path, limiter_ref
             assert (web_relay.user_dir(addr) / "password").exists()  # doveauth created it
             accounts.append(account)
         _padlocked_messages_both_ways(*accounts)
+    # the core POSTed to /new, then configured itself from the autoconfig XML
     access = web_relay.log_text("nginx-access.log")
     assert access.count('"POST /new HTTP/1.1" 200') >= 2
+    assert access.count('"GET /.well-known/autoconfig/mail/config-v1.1.xml HTTP/1.1" 200') >= 2
 
 
 def _nft(netns, script):
