@@ -100,7 +100,8 @@ async def _load(port, path, seconds, concurrency):
 
 def _nginx_conf(tmp, port, web_port, fcgi_socket, cgi_script):
     temp = "\n".join(
-        f"    {k}_temp_path {tmp}/nginx-{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        f"    {k}_temp_path {tmp}/nginx-{k};"
+        for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
     return textwrap.dedent(
         f"""\
@@ -162,8 +163,14 @@ def main():
     try:
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "chatmaild.web", str(ini), "--listen",
-                 f"127.0.0.1:{web_port}"],
+                [
+                    sys.executable,
+                    "-m",
+                    "chatmaild.web",
+                    str(ini),
+                    "--listen",
+                    f"127.0.0.1:{web_port}",
+                ],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -32,8 +32,13 @@ def test_render_writes_nginx_and_the_web_root(tmp_path):
     config = _config(tmp_path)
     files = render_relay(config, production_layout(config))
     web = Path("/var/www/html")
-    for path in [NGINX_CONF, web / "index.html", web / "qr-new.svg",
-                 web / site.MTA_STS_PATH, web / site.AUTOCONFIG_PATH]:
+    for path in [
+        NGINX_CONF,
+        web / "index.html",
+        web / "qr-new.svg",
+        web / site.MTA_STS_PATH,
+        web / site.AUTOCONFIG_PATH,
+    ]:
         assert path in files
 
 

@@ -27,7 +27,9 @@ def _responses(data):
     while data:
         head, _, rest = data.partition(b"\r\n\r\n")
         lines = head.split(b"\r\n")
-        length = int([v for k, _, v in (x.partition(b": ") for x in lines) if k == b"Content-Length"][0])
+        length = int(
+            [v for k, _, v in (x.partition(b": ") for x in lines) if k == b"Content-Length"][0]
+        )
         out.append((int(lines[0].split()[1]), rest[:length]))
         data = rest[length:]
     return out

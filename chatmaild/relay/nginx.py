@@ -73,16 +73,19 @@ def _iroh_locations(config):
 def _www_redirect(config):
     if config.ipv4_relay:
         return ""
-    return _indent(
-        [
-            "server {",
-            "    listen 127.0.0.1:8443 ssl http2 proxy_protocol;",
-            f"    server_name www.{config.mail_domain};",
-            f"    return 301 https://{config.mail_domain}$request_uri;",
-            "}",
-        ],
-        4,
-    ) + "\n"
+    return (
+        _indent(
+            [
+                "server {",
+                "    listen 127.0.0.1:8443 ssl http2 proxy_protocol;",
+                f"    server_name www.{config.mail_domain};",
+                f"    return 301 https://{config.mail_domain}$request_uri;",
+                "}",
+            ],
+            4,
+        )
+        + "\n"
+    )
 
 
 def _temp_paths(web):

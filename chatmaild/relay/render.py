@@ -237,6 +237,7 @@ def push_script_text():
 def render_relay(config, layout):
     """{absolute path: text} of every Postfix, Dovecot and nginx file of the relay."""
     from .nginx import render_nginx  # nginx.py builds on this module
+
     values = template_values(config, layout)
     files = {}
     for out, tpl in POSTFIX_FILES.items():

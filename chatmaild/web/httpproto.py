@@ -103,8 +103,13 @@ class RequestParser:
             out.append(Request(method, target, version, headers, body))
 
 
-def response(status: int, body: bytes = b"", content_type="text/plain; charset=utf-8",
-             keep_alive=True, headers=()) -> bytes:
+def response(
+    status: int,
+    body: bytes = b"",
+    content_type="text/plain; charset=utf-8",
+    keep_alive=True,
+    headers=(),
+) -> bytes:
     """The bytes of one HTTP/1.1 response."""
     lines = [
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",

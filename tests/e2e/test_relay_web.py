@@ -47,9 +47,7 @@ class WebRelay(E2ERelay):
 
     def imap_login_993(self, addr, password):
         with entered(self.netns):
-            client = imaplib.IMAP4_SSL(
-                "127.0.0.1", 993, ssl_context=client_tls(), timeout=30
-            )
+            client = imaplib.IMAP4_SSL("127.0.0.1", 993, ssl_context=client_tls(), timeout=30)
         try:
             client.login(addr, password)
         finally:
@@ -331,9 +329,10 @@ def test_onboarding_from_the_dcaccount_qr_alone(web_relay, tmp_path, limiter_ref
 
     web_relay.require_daemons("doveauth", "web", "filtermail-outgoing")
     qr = f"dcaccount:https://{WEB_DOMAIN}/new"
-    with open(tmp_path / "rpc.stderr", "wb") as stderr, _rpc(
-        web_relay.netns, tmp_path / "accounts", stderr
-    ) as rpc:
+    with (
+        open(tmp_path / "rpc.stderr", "wb") as stderr,
+        _rpc(web_relay.netns, tmp_path / "accounts", stderr) as rpc,
+    ):
         deltachat = DeltaChat(rpc)
         accounts = []
         for _ in range(2):
@@ -408,9 +407,10 @@ def test_through_port_443_only(web_relay, mail_ports_blocked_for_client):
     try:
         os.chown(home, CLIENT_UID, CLIENT_UID)
         prefix = ["setpriv", f"--reuid={CLIENT_UID}", f"--regid={CLIENT_UID}", "--clear-groups"]
-        with open(os.path.join(home, "rpc.stderr"), "wb") as stderr, _rpc(
-            web_relay.netns, os.path.join(home, "accounts"), stderr, prefix
-        ) as rpc:
+        with (
+            open(os.path.join(home, "rpc.stderr"), "wb") as stderr,
+            _rpc(web_relay.netns, os.path.join(home, "accounts"), stderr, prefix) as rpc,
+        ):
             deltachat = DeltaChat(rpc)
             accounts = []
             for _ in range(2):

@@ -62,9 +62,7 @@ class Web:
     def request(self, method, path, host=None, body=None):
         """(status, headers dict with lower-case names, body bytes)."""
         host = host or self.domain
-        conn = http.client.HTTPSConnection(
-            host, 443, context=tls_context(self.cafile), timeout=30
-        )
+        conn = http.client.HTTPSConnection(host, 443, context=tls_context(self.cafile), timeout=30)
         with entered(self.netns):
             # the name resolves through the namespace's hosts file to 127.0.0.1
             conn.sock = socket.create_connection(("127.0.0.1", 443), timeout=30)
