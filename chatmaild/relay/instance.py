@@ -21,9 +21,11 @@ from pathlib import Path
 
 from chatmaild.metrics.exporter import parse_listen_spec
 from chatmaild.relay import netns as netns_mod
+from chatmaild.relay import webcert
 from chatmaild.relay.daemons import relay_daemons
 from chatmaild.relay.nginx import STREAM_MODULE
 from chatmaild.relay.render import local_layout, push_script_text, render_relay, substitute
+from chatmaild.relay.webcert import relay_names
 
 APT_PACKAGES = [
     "postfix",
@@ -379,9 +381,7 @@ class Relay:
             path.write_text(text)
         self._prepare_web(vmail)
         if self.ca_dir is not None:
-            from chatmaild.relay import webcert
-
-            names = webcert.relay_names(config.mail_domain)
+            names = relay_names(config.mail_domain)
             webcert.issue(self.ca_dir, names, layout.tls_cert, layout.tls_key)
         else:
             make_certificate(layout.tls_cert, layout.tls_key, config.mail_domain)
@@ -435,8 +435,6 @@ class Relay:
                 )
         self.prepare()
         if self.netns:
-            from chatmaild.relay.webcert import relay_names
-
             names = [*relay_names(self.config.mail_domain)[:-1], socket.gethostname()]
             netns_mod.create(self.netns, names)
         self.pids = {}

@@ -23,7 +23,7 @@ import pytest
 
 from chatmaild.relay import testca
 from chatmaild.relay.instance import Relay
-from chatmaild.relay.netns import entered, exec_prefix
+from chatmaild.relay.netns import entered, exec_prefix, tcp_port_open
 
 from .conftest import E2ERelay, relay_prerequisites
 from .helpers import client_tls, random_local_part
@@ -401,7 +401,7 @@ def test_through_port_443_only(web_relay, mail_ports_blocked_for_client):
     reach = _connects_as_client(web_relay.netns, (*MAIL_PORTS, 443))
     assert reach == {143: False, 465: False, 587: False, 993: False, 443: True}
     # the relay itself still reaches Dovecot and Postfix over loopback
-    assert all(_connects_as_root(web_relay.netns, port) for port in MAIL_PORTS)
+    assert all(tcp_port_open(web_relay.netns, port) for port in MAIL_PORTS)
 
     home = tempfile.mkdtemp(prefix="chatmaild-e2e-dc443-", dir="/tmp")
     try:
@@ -432,11 +432,3 @@ def test_through_port_443_only(web_relay, mail_ports_blocked_for_client):
             _padlocked_messages_both_ways(*accounts)
     finally:
         shutil.rmtree(home, ignore_errors=True)
-
-
-def _connects_as_root(netns, port):
-    with entered(netns):
-        sock = socket.socket()
-    with sock:
-        sock.settimeout(5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
