@@ -34,6 +34,21 @@ def day_timestamp(timestamp):
     return int(timestamp) // 86400 * 86400
 
 
+def set_login_day(password_path, day):
+    """Set a password file's mtime to `day` (a `day_timestamp`).
+
+    True if the file was touched, False if it carried that day already, None if there is
+    no such file (no account).
+    """
+    try:
+        if int(os.stat(password_path).st_mtime) == day:
+            return False
+        os.utime(password_path, (day, day))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return True
+
+
 def address_problem(addr, domain):
     """Why `addr` may not name a mailbox of `domain`, or None. Pure: no file system call."""
     if not isinstance(addr, str) or not addr:
@@ -171,14 +186,7 @@ class User:
 
     def set_last_login(self, timestamp):
         """Set the password file's mtime to the login day; True if the file was touched."""
-        day = day_timestamp(timestamp)
-        try:
-            if int(os.stat(self.password_path).st_mtime) == day:
-                return False
-            os.utime(self.password_path, (day, day))
-        except (FileNotFoundError, NotADirectoryError):
-            return False
-        return True
+        return bool(set_login_day(self.password_path, day_timestamp(timestamp)))
 
     # -- incoming cleartext
 

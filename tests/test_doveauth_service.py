@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import subprocess
+import threading
 import time
 
 import pytest
@@ -88,6 +89,25 @@ async def auth(config, tmp_path):
     close_connections(server)
     await server.wait_closed()
     harness.service.close()
+
+
+@pytest.fixture
+def stick_hashing(monkeypatch):
+    """`stick_hashing()`: from then on creations hang in hashing until the returned event is
+    set (at the latest at teardown)."""
+    gate = threading.Event()
+    real_hash = hashing.hash_password
+
+    def stuck_hash(password):
+        gate.wait(10)
+        return real_hash(password)
+
+    def stick():
+        monkeypatch.setattr(hashing, "hash_password", stuck_hash)
+        return gate
+
+    yield stick
+    gate.set()
 
 
 def record(reply):
@@ -285,20 +305,11 @@ def test_bad_config_exits_with_one_line(tmp_path):
     assert "max_message_size" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-async def test_hashing_does_not_block_lookups(auth, monkeypatch):
+async def test_hashing_does_not_block_lookups(auth, stick_hashing):
     """While creations are stuck in hashing, lookups of existing users are still answered."""
-    import threading
-
     existing = "existing1@" + DOMAIN
     record(await auth.passdb(existing, "longenough"))
-    gate = threading.Event()
-    real_hash = hashing.hash_password
-
-    def stuck_hash(password):
-        gate.wait(10)
-        return real_hash(password)
-
-    monkeypatch.setattr(hashing, "hash_password", stuck_hash)
+    gate = stick_hashing()
     creations = [
         asyncio.ensure_future(auth.passdb(f"blocked{i:02d}@{DOMAIN}", "longenough"))
         for i in range(4)
@@ -310,3 +321,52 @@ async def test_hashing_does_not_block_lookups(auth, monkeypatch):
     finally:
         gate.set()
     assert all(record(r) for r in await asyncio.gather(*creations))
+
+
+async def test_pipelined_userdb_lookup_sees_the_creation_before_it(auth, config):
+    """passdb (creating) and userdb of one address in one write: the userdb reply is found."""
+    addr = "pipelined@" + DOMAIN
+    created, looked_up = await auth.ask(passdb_line(addr, "longenough") + userdb_line(addr), 2)
+    rec = record(looked_up)
+    assert rec == record(created)
+    assert rec["addr"] == addr and rec["home"] == str(config.mailboxes_dir / addr)
+    assert rec["uid"] == rec["gid"] == "vmail"
+    assert hashing.verify_password("longenough", rec["password"])
+    lookups = auth.service.metrics.lookup
+    assert lookups[("userdb", "found")].value == 1
+    assert lookups[("userdb", "notfound")].value == 0
+
+
+async def test_pipelined_iteration_lists_the_account_created_before_it(auth):
+    addr = "iterated1@" + DOMAIN
+    replies = await auth.ask(passdb_line(addr, "longenough") + b"I0\t0\tshared/userdb/\t\n", 3)
+    assert record(replies[0])["addr"] == addr
+    assert replies[1:] == [f"Oshared/userdb/{addr}\t", ""]
+
+
+async def test_pipelined_unrelated_lookups_do_not_wait_for_a_creation(auth, stick_hashing):
+    """Behind a stuck creation, a lookup of another address on the same connection is
+    evaluated at once; a lookup of the address being created, on another connection, waits."""
+    existing = "existing1@" + DOMAIN
+    record(await auth.passdb(existing, "longenough"))
+    gate = stick_hashing()
+    found = auth.service.metrics.lookup[("userdb", "found")]
+    blocked = "blocked01@" + DOMAIN
+    pipelined = asyncio.ensure_future(
+        auth.ask(passdb_line(blocked, "longenough") + userdb_line(existing), 2)
+    )
+    other = None
+    try:
+        for _ in range(200):  # the existing user's lookup is evaluated behind the creation
+            if found.value:
+                break
+            await asyncio.sleep(0.01)
+        assert found.value == 1 and not pipelined.done()
+        other = asyncio.ensure_future(auth.ask(userdb_line(blocked)))
+        await asyncio.sleep(0.1)
+        assert not other.done()
+    finally:
+        gate.set()
+    created, existing_reply = await pipelined
+    assert record(existing_reply)["addr"] == existing
+    assert record((await other)[0]) == record(created)

@@ -5,7 +5,7 @@ import subprocess
 import time
 
 import pytest
-from housekeeping_tree import DAY, KIB, add_message, make_mailbox, snapshot
+from housekeeping_tree import DAY, KIB, add_message, make_mailbox, message_name, snapshot
 
 from chatmaild.housekeeping import expire as expire_mod
 from chatmaild.housekeeping import scan as scan_mod
@@ -104,6 +104,20 @@ def test_large_seen_mail_boundary(root):
     assert all(p.exists() for p in keep)
     assert not any(p.exists() for p in drop)
     assert stats.removed_large == 2
+
+
+def test_unfetched_large_mail_with_flags_in_new_is_not_large_expired(root):
+    """A `:2,S` name in new/ is still unfetched: only the general age rule removes it."""
+    box = make_mailbox(root, "user@chat.example", last_login=NOW)
+    paths = {}
+    for age in (8 * DAY, 21 * DAY):
+        path = box / "new" / message_name(5_000_000, NOW - age, flags="S")
+        path.touch()
+        os.utime(path, (NOW - age, NOW - age))
+        paths[age] = path
+    stats = run_expirer(root)
+    assert paths[8 * DAY].exists() and not paths[21 * DAY].exists()
+    assert (stats.removed_large, stats.removed_old) == (0, 1)
 
 
 def test_trim_to_70_percent_boundary(root):

@@ -94,6 +94,32 @@ def test_large_seen_boundary(size, age, seen, deleted):
     assert plan.old == []
 
 
+@pytest.mark.parametrize("folder", ["new", ".DeltaChat/new", ".Trash/new"])
+def test_unfetched_large_mail_is_kept_by_the_large_rule(folder):
+    """A file in new/ was never fetched: the large rule spares it whatever its flags say;
+    the general age rule still removes it."""
+    policy = ExpirePolicy(20, 7, 90, max_mailbox_size=10**9)
+    size = LARGE_MESSAGE_SIZE + 1
+    name = f"1700000000.M1P2.host,S={size},W={size}:2,S"
+    assert parse_message_name(name).seen
+    week_old = msg(NOW - 8 * DAY, size=size, folder=folder, name=name)
+    assert week_old.unfetched
+    plan = plan_mailbox(NOW, [week_old], policy, NOW)
+    assert plan.delete == []
+    month_old = msg(NOW - 21 * DAY, size=size, folder=folder, name=name)
+    plan = plan_mailbox(NOW, [month_old], policy, NOW)
+    assert plan.old == [month_old] and plan.large == []
+
+
+@pytest.mark.parametrize("folder", ["cur", ".DeltaChat/cur", ".newsletters/cur"])
+def test_fetched_large_seen_mail_goes_by_the_large_rule(folder):
+    policy = ExpirePolicy(20, 7, 90, max_mailbox_size=10**9)
+    m = msg(NOW - 8 * DAY, size=LARGE_MESSAGE_SIZE + 1, folder=folder)
+    assert not m.unfetched
+    plan = plan_mailbox(NOW, [m], policy, NOW)
+    assert plan.large == [m] and plan.old == []
+
+
 def test_large_is_200_kib():
     assert LARGE_MESSAGE_SIZE == 204800
 

@@ -9,6 +9,7 @@ import pytest
 from chatmaild.config import read_config
 from chatmaild.dictproxy import serve_unix
 from chatmaild.dictproxy.server import close_connections
+from chatmaild.lastlogin.recorded import RecordedDays
 from chatmaild.lastlogin.service import LastLoginService, parse_timestamp
 from chatmaild.mailbox import Mailboxes
 
@@ -92,3 +93,67 @@ async def test_unknown_user_and_two_connections_same_txid(lastlogin):
     assert replies == [[b"O\n"]] * 3
     assert (a.get_last_login(), b.get_last_login()) == (10 * DAY, 20 * DAY)
     assert not boxes.user("nobody123@" + DOMAIN).dir.exists()
+
+
+def test_recorded_days_keeps_only_the_newest_day():
+    rec = RecordedDays(max_size=2)
+    assert not rec.known("a@x", DAY)
+    rec.remember("a@x", DAY)
+    assert rec.known("a@x", DAY) and not rec.known("a@x", 2 * DAY)
+    rec.remember("b@x", 2 * DAY)  # a new day starts over
+    assert not rec.known("a@x", DAY) and rec.known("b@x", 2 * DAY)
+    rec.remember("b@x", DAY)  # found carrying an older day: today's entry is gone
+    assert not rec.known("b@x", 2 * DAY) and not rec.known("b@x", DAY)
+    for addr in ("c@x", "d@x", "e@x"):  # over max_size: starts over, stays bounded
+        rec.remember(addr, 2 * DAY)
+    assert len(rec.addrs) <= 2 and rec.known("e@x", 2 * DAY)
+    rec.forget("e@x")
+    assert not rec.known("e@x", 2 * DAY)
+
+
+@pytest.fixture
+def service(tmp_path):
+    config = read_config(write_ini(tmp_path / "chatmail.ini", mailboxes_dir=tmp_path / "mb"))
+    return LastLoginService(config)
+
+
+def test_same_day_set_does_not_touch_the_disk(service, monkeypatch):
+    user = service.mailboxes.user("cached123@" + DOMAIN)
+    user.create("{SHA512-CRYPT}$6$x$y")
+    day = 20000 * DAY
+    service.record_login(user.addr, str(day + 10))  # written
+    service.record_login(user.addr, str(day + 20))  # found by a stat: remembered
+    assert user.get_last_login() == day
+
+    def no_disk(*args):
+        raise AssertionError("file system touched")
+
+    monkeypatch.setattr("chatmaild.lastlogin.service.set_login_day", no_disk)
+    for ts in (day + 30, day + 30000, day + DAY - 1):
+        service.record_login(user.addr, str(ts))
+    result = service.metrics.set_result
+    assert (result["updated"].value, result["unchanged"].value) == (1, 4)
+
+
+def test_remembered_days_keep_the_uncached_semantics(service):
+    """Late older days, a missing account, our own writes and a new day reach the disk."""
+    user = service.mailboxes.user("cached456@" + DOMAIN)
+    day = 20000 * DAY
+    service.record_login(user.addr, str(day + 10))  # no account yet: nothing written
+    user.create("{SHA512-CRYPT}$6$x$y")
+    service.record_login(user.addr, str(day + 20))
+    assert user.get_last_login() == day
+    os.utime(user.password_path, (5, 5))  # set back after our write: the next set sees it
+    service.record_login(user.addr, str(day + 25))
+    assert user.get_last_login() == day
+    service.record_login(user.addr, str(day + 26))  # found: remembered from now on
+    service.record_login(user.addr, str(day - DAY + 5))  # late set of yesterday: written
+    assert user.get_last_login() == day - DAY
+    service.record_login(user.addr, str(day + 30))  # today again: written again
+    assert user.get_last_login() == day
+    service.record_login(user.addr, str(day + 31))  # found
+    os.utime(user.password_path, (5, 5))  # changed after a confirming stat: not seen ...
+    service.record_login(user.addr, str(day + 40))
+    assert user.get_last_login() == 5
+    service.record_login(user.addr, str(day + DAY))  # ... until the next day's login
+    assert user.get_last_login() == day + DAY

@@ -92,8 +92,12 @@ def test_local_relay_runs_logmetrics_following_every_log(tmp_path):
     followed = args[4::2]
     assert set(args[3::2]) == {"--follow"}
     assert followed[:2] == [str(layout.postfix_log), str(layout.dovecot_log)]
-    assert sorted(followed[2:]) == sorted(
-        str(log_dir / f"{name}.log") for name in daemons if name != "logmetrics"
+    # every daemon's own log, and the file the syslog sink writes OpenDKIM's messages to
+    daemon_logs = [str(log_dir / f"{name}.log") for name in daemons if name != "logmetrics"]
+    assert sorted(followed[2:]) == sorted([*daemon_logs, str(log_dir / "opendkim.log")])
+    assert daemons["opendkim-syslog"].args == (
+        str(layout.dkim.syslog_socket),
+        str(log_dir / "opendkim.log"),
     )
     # the embedded default config turns on every daemon's endpoint, on the documented ports
     assert {name: d.metrics for name, d in daemons.items()} == {
@@ -104,4 +108,5 @@ def test_local_relay_runs_logmetrics_following_every_log(tmp_path):
         "metadata": "127.0.0.1:9604",
         "lastlogin": "127.0.0.1:9605",
         "web": "",  # chatmail-web has no metrics endpoint (nginx's stub_status is on 8484)
+        "opendkim-syslog": "",
     }

@@ -63,6 +63,9 @@ def test_production_rendering_uses_ini_values_and_debian_paths(config):
         "/etc/dovecot/dovecot.conf",
         "/etc/dovecot/auth.conf",
         "/etc/dovecot/push_notification.lua",
+        "/etc/opendkim.conf",
+        "/etc/dkimkeys/KeyTable",
+        "/etc/dkimkeys/SigningTable",
         "/etc/nginx/nginx.conf",
         "/var/www/html/index.html",
         "/var/www/html/qr-new.svg",
@@ -145,7 +148,7 @@ def test_local_rendering_keeps_everything_under_the_state_dir(config, tmp_path):
     assert f"maillog_file = {state}/log/postfix.log" in main
     assert "inet_interfaces = 127.0.0.1" in main and "inet_protocols = ipv4" in main
     assert "alias_maps = \n" in main
-    assert "smtpd_milters" not in master
+    assert "smtpd_milters=unix:opendkim/opendkim.sock" in master  # its own OpenDKIM
     services = [line.split() for line in master.splitlines() if line[:1].isalnum()]
     assert len(services) > 20
     assert {fields[4] for fields in services} == {"n"}  # no chroot anywhere

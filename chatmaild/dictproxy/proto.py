@@ -181,8 +181,8 @@ def _parse_iterate(line):
 
 
 def _parse_begin(line):
-    txid, *rest = line[1:].split("\t")
-    return Begin(_txid(txid), unescape(rest[0]) if rest else "")
+    txid, sep, rest = line[1:].partition("\t")
+    return Begin(_txid(txid), unescape(rest.partition("\t")[0]) if sep else "")
 
 
 def _parse_set(line):

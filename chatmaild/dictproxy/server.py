@@ -317,6 +317,8 @@ class DictConnection(asyncio.Protocol):
         except Exception:
             log.exception("commit failed")
             return proto.reply_commit_failed("internal error")
+        if type(result) is bool:  # the usual synchronous answer, without the inspect call
+            return proto.reply_commit(result)
         if inspect.isawaitable(result):
             return _Reply(
                 _task(

@@ -5,6 +5,9 @@ runs its checks, the SHA512-CRYPT hashing and the file creation in a thread pool
 releases the interpreter lock, so creations use every core and never stall the event loop).
 Concurrent first logins for one address share one creation in this process; across
 processes `User.create` keeps it exactly-once. Every racer is answered with the stored record.
+A userdb lookup of an address whose creation is in flight waits for it (an iteration waits
+for every creation in flight), so a pipelined passdb-then-userdb pair on one connection is
+answered as if handled one after the other.
 """
 
 import asyncio
@@ -42,9 +45,11 @@ class DoveauthService:
 
     def lookup(self, key, user):
         if key.startswith(rules.USERDB_PREFIX):
-            result = self.userdb_lookup(key[len(rules.USERDB_PREFIX) :])
-            (self._userdb_notfound if result is None else self._userdb_found).inc()
-            return result
+            addr = key[len(rules.USERDB_PREFIX) :]
+            pending = self._creating.get(addr)
+            if pending is not None:
+                return self._userdb_after_creation(addr, pending)
+            return self._counted_userdb(self.userdb_lookup(addr))
         if key.startswith(rules.PASSDB_PREFIX):
             parsed = rules.split_passdb_key(key[len(rules.PASSDB_PREFIX) :])
             if parsed is None:
@@ -64,7 +69,7 @@ class DoveauthService:
         if not rules.USERDB_PREFIX.startswith(path) and not path.startswith(rules.USERDB_PREFIX):
             return ()
         self.metrics.lookup[("iterate", "found")].inc()
-        return asyncio.get_running_loop().run_in_executor(None, self._userdb_rows)
+        return self._userdb_rows_after(list(self._creating.values()))
 
     def commit(self, txn):
         log.warning("doveauth does not accept writes (%d changes refused)", len(txn.ops))
@@ -116,6 +121,18 @@ class DoveauthService:
         stored = self._read_stored(addr)
         return None if stored is None else self.record(addr, stored)
 
+    def _counted_userdb(self, result):
+        (self._userdb_notfound if result is None else self._userdb_found).inc()
+        return result
+
+    async def _userdb_after_creation(self, addr, pending):
+        """A userdb lookup of an address being created is answered once the creation ended,
+        so it sees the account that a passdb lookup before it (on this connection or another)
+        is creating. Only lookups of that address wait; everything else is answered at once.
+        """
+        await asyncio.wait((pending,))
+        return self._counted_userdb(self.userdb_lookup(addr))
+
     def passdb_lookup(self, addr, password):
         if self._checked(addr) is None:
             return None
@@ -131,6 +148,12 @@ class DoveauthService:
                 return None
             pending = self._start_creation(self.mailboxes.user(addr), password)
         return self._answer_creation(addr, pending)
+
+    async def _userdb_rows_after(self, pending):
+        """The listing, once the creations in flight when it was asked for have ended."""
+        if pending:
+            await asyncio.wait(pending)
+        return await asyncio.get_running_loop().run_in_executor(None, self._userdb_rows)
 
     def _userdb_rows(self):
         prefix = rules.USERDB_PREFIX

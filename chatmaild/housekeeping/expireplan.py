@@ -5,8 +5,10 @@ boundary is kept):
 1. inactive account: the password file's mtime (last login, day granular) is older than
    `inactive_after_days` days -> the whole mailbox goes. No password file -> never inactive.
 2. old mail: mtime older than `mails_after_days` days.
-3. large seen mail: flag `S` set, size > `large_size` (200 KiB) and mtime older than
-   `large_after_days` days.
+3. large seen mail: fetched (in a `cur/` directory, never `new/`: a file in `new/` has not
+   been fetched, whatever flags its name carries), flag `S` set, size > `large_size`
+   (200 KiB) and mtime older than `large_after_days` days. An unfetched message goes only
+   by rule 2 or 4.
 4. trimming: if the messages left exceed `trim_ratio` (70%) of the quota, delete oldest-first
    until they fit, but never a message from the last 24 hours (mtime >= now - 86400).
 """
@@ -65,6 +67,16 @@ def is_inactive(last_login, now, policy):
     return last_login < now - policy.inactive_after_days * DAY
 
 
+def is_large_seen(message, policy, large_cutoff):
+    """Rule 3: a large message that was fetched and seen, older than `large_cutoff`."""
+    return (
+        message.seen
+        and message.size > policy.large_size
+        and message.mtime < large_cutoff
+        and not message.unfetched
+    )
+
+
 def plan_trim(messages, target_bytes, protect_from=None):
     """Oldest-first list of messages to delete so the rest sum to <= target_bytes.
 
@@ -97,7 +109,7 @@ def plan_mailbox(last_login, messages, policy, now):
     for message in messages:
         if message.mtime < mails_cutoff:
             plan.old.append(message)
-        elif message.seen and message.size > policy.large_size and message.mtime < large_cutoff:
+        elif is_large_seen(message, policy, large_cutoff):
             plan.large.append(message)
         else:
             kept.append(message)

@@ -49,3 +49,9 @@ class MessageFile:
     @property
     def relpath(self):
         return f"{self.folder}/{self.name}"
+
+    @property
+    def unfetched(self):
+        """In a `new/` directory: no client has fetched it yet, whatever flags its name has."""
+        folder = self.folder
+        return folder == "new" or folder.endswith("/new")

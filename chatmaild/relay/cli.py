@@ -1,4 +1,4 @@
-"""`python -m chatmaild.relay up|down|status|render`: wiring and signals only."""
+"""`python -m chatmaild.relay up|down|status|render|dkim-record`: wiring and signals only."""
 
 import argparse
 import os
@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from chatmaild.relay.instance import DEFAULT_STATE_DIR, Relay, RelayError
+from chatmaild.relay.opendkim import genkey_command, signing_layout, txt_value, zone_line
+from chatmaild.relay.render import production_layout, push_script_text, render_relay
 
 
 def _parser():
@@ -14,7 +16,7 @@ def _parser():
         prog="python -m chatmaild.relay",
         description="Run a complete chatmail relay (Postfix, Dovecot, chatmaild daemons) here.",
     )
-    p.add_argument("command", choices=["up", "down", "status", "render"])
+    p.add_argument("command", choices=["up", "down", "status", "render", "dkim-record"])
     p.add_argument(
         "--config",
         help="chatmail.ini to use (default: an embedded demo config for chat.example); "
@@ -35,6 +37,11 @@ def _parser():
     p.add_argument(
         "--out",
         help="with render: write the production configuration under this directory",
+    )
+    p.add_argument(
+        "--dkim-key",
+        help="with render or dkim-record: the DKIM private key whose DNS record to print "
+        "(render also writes it to DIR/etc/dkimkeys/opendkim.txt)",
     )
     return p
 
@@ -98,7 +105,6 @@ def cmd_status(args):
 
 def cmd_render(args):
     from chatmaild.config import load_config_or_exit
-    from chatmaild.relay.render import production_layout, push_script_text, render_relay
 
     if not args.config or not args.out:
         _log("render needs --config INI and --out DIR")
@@ -106,20 +112,61 @@ def cmd_render(args):
     config = load_config_or_exit(args.config)
     layout = production_layout(config, push=push_script_text() is not None)
     out = Path(args.out)
-    for path, text in render_relay(config, layout).items():
+    files = render_relay(config, layout)
+    dkim = signing_layout(config, layout.dkim)
+    if dkim is not None and args.dkim_key:
+        record = zone_line(config.mail_domain, txt_value(Path(args.dkim_key).read_bytes()))
+        files[dkim.record_file] = record + "\n"
+    for path, text in files.items():
         target = out / path.relative_to("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
         print(target)
+    if dkim is not None and not args.dkim_key:
+        # keys are made on the server, never written into a rendering
+        _log(f"no DKIM key rendered; on the server: {genkey_command(config.mail_domain, dkim)}")
+        show = f"python -m chatmaild.relay dkim-record --config {args.config}"
+        _log(f"then print its DNS record: {show}")
+    elif dkim is not None:
+        print(files[dkim.record_file], end="")
+    return 0
+
+
+def cmd_dkim_record(args):
+    """The DNS record of a key: --dkim-key FILE, else the server's key for --config, else
+    the key of the local relay in --state-dir."""
+    if args.config:
+        from chatmaild.config import load_config_or_exit
+
+        config = load_config_or_exit(args.config)
+        dkim = signing_layout(config, production_layout(config).dkim)
+    else:
+        relay = Relay.from_state(args.state_dir, log=_log)
+        config, dkim = relay.config, relay.dkim
+    if dkim is None:
+        _log(f"{config.mail_domain} is an IP-only relay: it signs nothing, no DKIM record")
+        return 1
+    key = Path(args.dkim_key) if args.dkim_key else dkim.key_file
+    try:
+        print(zone_line(config.mail_domain, txt_value(key.read_bytes())))
+    except OSError as e:
+        _log(f"cannot read the DKIM key: {e}")
+        return 1
     return 0
 
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    if args.command != "render" and os.geteuid() != 0:
+    if args.command not in ("render", "dkim-record") and os.geteuid() != 0:
         _log("the relay runs Postfix and Dovecot: run this as root")
         return sys.exit(1)
-    handler = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "render": cmd_render}
+    handler = {
+        "up": cmd_up,
+        "down": cmd_down,
+        "status": cmd_status,
+        "render": cmd_render,
+        "dkim-record": cmd_dkim_record,
+    }
     try:
         sys.exit(handler[args.command](args))
     except RelayError as e:

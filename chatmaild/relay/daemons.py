@@ -4,8 +4,11 @@ import dataclasses
 import importlib.util
 from pathlib import Path
 
+from chatmaild.relay.opendkim import signing_layout
+
 # chatmail-logmetrics' own default (mtail's address), when the ini sets no metrics_logmetrics
 LOGMETRICS_DEFAULT_LISTEN = "127.0.0.1:3903"
+OPENDKIM_LOG = "opendkim.log"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +85,13 @@ def relay_daemons(config, layout, log_dir=None):
     if log_dir is None:
         return daemons
     logs = [layout.postfix_log, layout.dovecot_log]
+    dkim = signing_layout(config, layout.dkim)
+    if dkim is not None and dkim.syslog_socket is not None:
+        # OpenDKIM's syslog messages, written to opendkim.log (see dkimrun.py)
+        opendkim_log = Path(log_dir) / OPENDKIM_LOG
+        sink = (str(dkim.syslog_socket), str(opendkim_log))
+        daemons.append(Daemon("opendkim-syslog", "chatmaild.relay.syslogsink", sink))
+        logs.append(opendkim_log)
     logs += [Path(log_dir) / f"{d.name}.log" for d in daemons]
     follow = [arg for path in logs if path is not None for arg in ("--follow", str(path))]
     listen = config.metrics_logmetrics or LOGMETRICS_DEFAULT_LISTEN

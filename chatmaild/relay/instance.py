@@ -20,26 +20,23 @@ import time
 from pathlib import Path
 
 from chatmaild.metrics.exporter import parse_listen_spec
+from chatmaild.relay import dkimrun, webcert
 from chatmaild.relay import netns as netns_mod
-from chatmaild.relay import webcert
-from chatmaild.relay.daemons import relay_daemons
+from chatmaild.relay.daemons import OPENDKIM_LOG, relay_daemons
 from chatmaild.relay.nginx import STREAM_MODULE
+from chatmaild.relay.opendkim import signing_layout, zone_line
 from chatmaild.relay.render import local_layout, push_script_text, render_relay, substitute
 from chatmaild.relay.webcert import relay_names
 
-APT_PACKAGES = [
-    "postfix",
-    "dovecot-core",
-    "dovecot-imapd",
-    "dovecot-lmtpd",
-    "nginx",
-    "libnginx-mod-stream",
-]
+APT_PACKAGES = ["postfix", "dovecot-core", "dovecot-imapd", "dovecot-lmtpd", "opendkim"]
+APT_PACKAGES += ["bubblewrap", "nginx", "libnginx-mod-stream"]
 REQUIRED_FILES = [
     "/usr/sbin/postfix",
     "/usr/sbin/dovecot",
     "/usr/lib/dovecot/imap",
     "/usr/lib/dovecot/lmtp",
+    "/usr/sbin/opendkim",
+    "/usr/bin/bwrap",
     "/usr/sbin/nginx",
     STREAM_MODULE,
 ]
@@ -233,6 +230,7 @@ class Relay:
         self.skipped = []
         self.config = None
         self.layout = None
+        self.dkim_record = None  # TXT value of opendkim._domainkey.DOMAIN, if it signs
         self._daemon_prefix = None
 
     # -- paths --------------------------------------------------------------------------
@@ -376,6 +374,13 @@ class Relay:
             os.chown(log_file, 0, vmail.pw_gid)
             os.chmod(log_file, 0o640)
 
+        dkim = self.dkim
+        if dkim is not None:
+            self.dkim_record = dkimrun.prepare_opendkim(dkim, config.mail_domain, vmail, self.log)
+            opendkim_log = self.log_dir / OPENDKIM_LOG
+            opendkim_log.touch()
+            os.chown(opendkim_log, vmail.pw_uid, vmail.pw_gid)
+
         for path, text in render_relay(config, layout).items():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
@@ -388,6 +393,13 @@ class Relay:
         self._run(["nginx", "-t", "-c", str(layout.web.nginx_conf)], "nginx -t")
         # Creates the queue subdirectories and checks ownership.
         self._run(["postfix", "-c", str(layout.postfix_config_dir), "check"], "postfix check")
+        if dkim is not None:
+            self._run(dkimrun.check_argv(dkim), "opendkim -n (configuration check)")
+
+    @property
+    def dkim(self):
+        """The relay's OpenDKIM layout, None when it does not sign (IP-only relay)."""
+        return signing_layout(self.config, self.layout.dkim)
 
     def _prepare_web(self, vmail):
         """nginx's temp dirs (written by its workers) and chatmail-web's socket directory."""
@@ -421,6 +433,28 @@ class Relay:
     def daemons(self):
         return relay_daemons(self.config, self.layout, self.log_dir)
 
+    def start_opendkim(self):
+        """OpenDKIM in the relay's namespace (after its syslog sink); pid recorded."""
+        dkim = self.dkim
+        if not dkimrun.wait_syslog_socket(dkim):
+            raise RelayError(f"no syslog socket {dkim.syslog_socket} for OpenDKIM")
+        log_path = self.log_dir / OPENDKIM_LOG
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(
+                self.in_netns(dkimrun.opendkim_argv(dkim)),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+        pid = dkimrun.wait_pid_file(dkim, proc)
+        if pid is None:
+            proc.kill()
+            proc.wait()
+            raise RelayError(f"opendkim did not start:\n{_tail(log_path)}")
+        self.pids["opendkim"] = pid
+        self._save_state()
+
     def up(self):
         """Prepare and start everything; returns when the relay accepts connections."""
         if self.state_file.exists():
@@ -448,6 +482,8 @@ class Relay:
                     continue
                 self.start_daemon(daemon)
             self._save_state()
+            if self.dkim is not None:
+                self.start_opendkim()
             dovecot_conf = self.layout.dovecot_config_dir / "dovecot.conf"
             self._run(self.in_netns(["dovecot", "-c", str(dovecot_conf)]), "dovecot start")
             self._run(
@@ -482,6 +518,8 @@ class Relay:
         checks.append((f"dovecot:{IMAP_PORT}", port_open(IMAP_PORT)))
         lmtp = self.layout.postfix_queue_dir / "private" / "dovecot-lmtp"
         checks.append(("dovecot:lmtp", lambda: _unix_socket_ready(lmtp)))
+        if self.dkim is not None:
+            checks.append(("opendkim", lambda: _unix_socket_ready(self.dkim.socket)))
         ports = (
             *POSTFIX_PORTS,
             self.config.postfix_reinject_port,
@@ -532,15 +570,21 @@ class Relay:
 
     # -- stopping -----------------------------------------------------------------------
 
-    def _stop_pid(self, name, pid):
-        if not _pid_alive(pid):
-            return
+    def _terminate(self, name, pid):
+        """SIGTERM to a recorded process that is still ours; False if it is gone."""
+        if pid is None or not _pid_alive(pid):
+            return False
         modules = {d.name: d.module for d in self.daemons()} if self.config else {}
         module_hint = modules.get(name, name.split("-")[0])
         if module_hint not in _cmdline(pid):
-            return  # not ours any more (pid reused)
+            return False  # not ours any more (pid reused)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
+        return True
+
+    def _stop_pid(self, name, pid):
+        if not self._terminate(name, pid):
+            return
         deadline = time.monotonic() + STOP_TIMEOUT
         while _pid_alive(pid) and time.monotonic() < deadline:
             with contextlib.suppress(ChildProcessError):
@@ -591,6 +635,9 @@ class Relay:
     def down(self):
         """Stop Postfix, Dovecot and our daemons; remove the network namespace."""
         layout = self.layout
+        # libmilter notices SIGTERM only at its next poll (up to 5 s): OpenDKIM starts
+        # stopping now, while Postfix and Dovecot stop.
+        self._terminate("opendkim", self.pids.get("opendkim"))
         if layout is not None:
             master = self._nginx_master_pid()
             if master and _pid_alive(master) and "nginx" in _cmdline(master):
@@ -611,7 +658,8 @@ class Relay:
                         "dovecot stop",
                     )
                 self._wait_gone(master)
-        for name in list(self.pids):
+        # reverse start order: OpenDKIM before its syslog sink, logmetrics last
+        for name in reversed(list(self.pids)):
             self.stop_daemon(name)
         if self.netns:
             netns_mod.delete(self.netns)
@@ -670,6 +718,12 @@ class Relay:
                 metrics = f"\n\nPrometheus metrics (e.g. `{run} {http[0]}`):"
             for name, url in urls.items():
                 metrics += f"\n  {name:{width}}  {url}"
+        dkim = ""
+        if self.dkim_record:
+            dkim = (
+                f"\n\nDKIM: OpenDKIM signs outgoing mail and bounces with {self.dkim.key_file};"
+                f"\nthe DNS record to publish:\n  {zone_line(c.mail_domain, self.dkim_record)}"
+            )
         skipped = (
             f"\nNot running (not in this checkout yet): {', '.join(self.skipped)}"
             if self.skipped
@@ -691,7 +745,7 @@ Point a Delta Chat client at it (advanced login settings):
 
 Web front (nginx): https://{c.mail_domain}/ (website, autoconfig, MTA-STS);
   a new account: curl -k -X POST https://{c.mail_domain}/new
-  port 443 also carries IMAP and SMTP for clients that offer ALPN imap/smtp{metrics}{skipped}
+  port 443 also carries IMAP and SMTP for clients that offer ALPN imap/smtp{metrics}{dkim}{skipped}
 
 Stop it with: python -m chatmaild.relay down --state-dir {self.state_dir}"""
 

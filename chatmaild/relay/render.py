@@ -12,8 +12,15 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from ..housekeeping.credentials import uses_self_signed_cert
-from .weblayout import WebLayout, local_web_layout, production_web_layout
+from chatmaild.housekeeping.credentials import uses_self_signed_cert
+from chatmaild.relay import options
+from chatmaild.relay.opendkim import (
+    DkimLayout,
+    local_dkim_layout,
+    production_dkim_layout,
+    render_opendkim,
+)
+from chatmaild.relay.weblayout import WebLayout, local_web_layout, production_web_layout
 
 TEMPLATE_PACKAGE = "chatmaild.relay"
 PLACEHOLDER = re.compile(r"\{\{ ([a-z0-9_]+) \}\}")
@@ -63,11 +70,10 @@ class Layout:
     mynetworks: str = "127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128"
     dovecot_listen: str = "*, ::"
     alias_maps: str = "hash:/etc/aliases"
-    # Milter that DKIM-signs reinjected outgoing mail; "" for none.
-    dkim_milter: str = "unix:opendkim/opendkim.sock"
+    # OpenDKIM, the milter that signs outgoing mail and bounces; None: no signing.
+    dkim: DkimLayout | None = None
     first_valid_uid: int = 500
     default_client_limit: int = 20000
-    imap_process_limit: int = 50000
     imap_login_min_avail: int = 10
     # Dovecot's quota_warning script: trims a mailbox that reached 90% of its quota to 70%
     quota_expire_command: Path = Path("/usr/local/lib/chatmaild/venv/bin/chatmail-quota-expire")
@@ -78,13 +84,15 @@ class Layout:
 def production_layout(config, push=True):
     """The paths of a Debian chatmail relay (as deployed by chatmail's cmdeploy)."""
     ipv4_only = config.disable_ipv6
+    acme = Path("/var/lib/acme/live") / config.mail_domain
+    cert, key = config.tls_external_cert_and_key or (acme / "fullchain", acme / "privkey")
     return Layout(
         postfix_config_dir=Path("/etc/postfix"),
         postfix_queue_dir=Path("/var/spool/postfix"),
         postfix_data_dir=Path("/var/lib/postfix"),
         dovecot_config_dir=Path("/etc/dovecot"),
-        tls_cert=Path(f"/var/lib/acme/live/{config.mail_domain}/fullchain"),
-        tls_key=Path(f"/var/lib/acme/live/{config.mail_domain}/privkey"),
+        tls_cert=cert,
+        tls_key=key,
         doveauth_socket=Path("/run/doveauth/doveauth.socket"),
         metadata_socket=Path("/run/chatmail-metadata/metadata.socket"),
         lastlogin_socket=Path("/run/chatmail-lastlogin/lastlogin.socket"),
@@ -92,7 +100,7 @@ def production_layout(config, push=True):
         inet_protocols="ipv4" if ipv4_only else "all",
         mynetworks="127.0.0.0/8" if ipv4_only else Layout.mynetworks,
         dovecot_listen="*" if ipv4_only else Layout.dovecot_listen,
-        dkim_milter="" if config.ipv4_relay else Layout.dkim_milter,
+        dkim=production_dkim_layout(),
         web=production_web_layout(config, self_signed=uses_self_signed_cert(config)),
     )
 
@@ -100,9 +108,10 @@ def production_layout(config, push=True):
 def local_layout(state_dir, push=True, first_valid_uid=500, self_signed=True):
     """A private relay instance with every file, socket and log under `state_dir`.
 
-    Loopback only, no chroot, no syslog, no aliases, no DKIM milter (the test relay has
-    no opendkim), small Dovecot process pools. `self_signed`: the certificate is not from
-    a CA (the web front then answers GET /new instead of redirecting to dcaccount:).
+    Loopback only, no chroot, no syslog, no aliases, small Dovecot process pools; its own
+    OpenDKIM (configuration and key under `state_dir`, socket in the private queue).
+    `self_signed`: the certificate is not from a CA (the web front then answers GET /new
+    instead of redirecting to dcaccount:).
     """
     s = Path(state_dir)
     return Layout(
@@ -127,10 +136,9 @@ def local_layout(state_dir, push=True, first_valid_uid=500, self_signed=True):
         mynetworks="127.0.0.0/8",
         dovecot_listen="127.0.0.1",
         alias_maps="",
-        dkim_milter="",
+        dkim=local_dkim_layout(s, s / "spool"),
         first_valid_uid=first_valid_uid,
         default_client_limit=1000,
-        imap_process_limit=1000,
         imap_login_min_avail=1,
         quota_expire_command=Path(sys.executable).parent / "chatmail-quota-expire",
         web=local_web_layout(s, self_signed=self_signed),
@@ -179,6 +187,7 @@ def _dovecot_instance(layout):
 def template_values(config, layout):
     """Every placeholder value of the templates, as strings."""
     push = layout.push_notification_lua
+    smtp_maxproc, smtp_client_limit = options.smtp_limits(config)
     return {
         "mail_domain": config.mail_domain,
         "max_message_size": config.max_message_size,
@@ -206,13 +215,15 @@ def template_values(config, layout):
         "dovecot_listen": layout.dovecot_listen,
         "first_valid_uid": layout.first_valid_uid,
         "default_client_limit": layout.default_client_limit,
-        "imap_process_limit": layout.imap_process_limit,
+        "imap_process_limit": config.max_imap_connections,
         "imap_login_min_avail": layout.imap_login_min_avail,
-        "reinject_milter": (
-            f"  -o smtpd_milters={layout.dkim_milter}"
-            if layout.dkim_milter
-            else "#  (no DKIM milter in this instance)"
-        ),
+        "smtp_maxproc": smtp_maxproc,
+        "smtp_client_limit": smtp_client_limit,
+        "reinject_milter": options.reinject_milter(config, layout),
+        "dkim_main": options.postfix_dkim_main(config, layout),
+        "imap_plugins": options.imap_plugins(config),
+        "imap_rawlog": options.imap_rawlog(config),
+        "imap_compress_or_hibernate": options.imap_compress_or_hibernate(config),
         "lmtp_push_plugins": LMTP_PUSH_PLUGINS if push else "",
         "push_notification_driver": (
             f"push_notification_driver = lua:file={push}"
@@ -235,7 +246,7 @@ def push_script_text():
 
 
 def render_relay(config, layout):
-    """{absolute path: text} of every Postfix, Dovecot and nginx file of the relay."""
+    """{absolute path: text} of every Postfix, Dovecot, OpenDKIM and nginx file of the relay."""
     from .nginx import render_nginx  # nginx.py builds on this module
 
     values = template_values(config, layout)
@@ -249,5 +260,6 @@ def render_relay(config, layout):
         if script is None:
             raise FileNotFoundError("push_notification.lua is not installed (chatmaild.metadata)")
         files[layout.push_notification_lua] = script
+    files.update(render_opendkim(config, layout.dkim))
     files.update(render_nginx(config, layout))
     return files

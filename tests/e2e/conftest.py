@@ -25,6 +25,7 @@ NOTIFY_PORT = 9471
 def relay_prerequisites():
     require(hasattr(os, "geteuid") and os.geteuid() == 0, "root (Postfix, Dovecot, netns)")
     require_tool("ip", "postfix", "dovecot", "openssl", "setpriv", "/usr/lib/dovecot/lmtp")
+    require_tool("opendkim", "bwrap")  # every relay for a domain DKIM-signs (OpenDKIM)
     require(
         os.path.exists("/usr/lib/dovecot/modules/lib22_push_notification_lua_plugin.so"),
         "Dovecot push_notification_lua plugin",
