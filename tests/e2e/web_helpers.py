@@ -62,11 +62,9 @@ class Web:
     def request(self, method, path, host=None, body=None):
         """(status, headers dict with lower-case names, body bytes)."""
         host = host or self.domain
-        conn = http.client.HTTPSConnection(host, 443, context=tls_context(self.cafile), timeout=30)
-        with entered(self.netns):
-            # the name resolves through the namespace's hosts file to 127.0.0.1
-            conn.sock = socket.create_connection(("127.0.0.1", 443), timeout=30)
-        conn.sock = conn._context.wrap_socket(conn.sock, server_hostname=host)
+        conn = http.client.HTTPSConnection(host, 443, timeout=30)
+        # connected by hand: the socket is made inside the namespace, TLS checks `host`
+        conn.sock = tls_connect(self.netns, host, self.cafile, timeout=30)
         try:
             conn.request(method, path, body=body)
             resp = conn.getresponse()
