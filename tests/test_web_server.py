@@ -89,3 +89,18 @@ def test_daemon_serves_and_stops_on_sigterm(ini_path, tmp_path):
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert not sock_path.exists()
+
+
+async def test_a_file_in_the_sockets_place_is_not_removed(ini_path, tmp_path):
+    from chatmaild.daemon import StartupError
+
+    app = WebApp(read_config(ini_path), read_resources=lambda _: IDLE)
+    path = tmp_path / "web.socket"
+    path.write_text("not a socket")
+    try:
+        await serve(app, ListenSpec(path=path))
+    except StartupError as e:
+        assert "exists and is not a socket" in str(e)
+    else:
+        raise AssertionError("serve() replaced a regular file")
+    assert path.read_text() == "not a socket"
