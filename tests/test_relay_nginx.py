@@ -15,7 +15,7 @@ from chatmaild.relay.nginx import STREAM_MODULE, render_nginx
 from chatmaild.relay.render import local_layout, production_layout, render_relay
 from chatmaild.web import site
 
-from conftest import require, require_tool, write_ini
+from conftest import daemon_argv, daemon_env, require, require_tool, write_ini
 
 NGINX_CONF = Path("/etc/nginx/nginx.conf")
 
@@ -158,3 +158,21 @@ def test_nginx_accepts_the_local_rendering(tmp_path):
     (tmp_path / "state" / "log").mkdir()
     proc = _nginx_t(layout.web.nginx_conf)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_render_command_writes_nginx_and_the_web_root(tmp_path):
+    ini = write_ini(tmp_path / "chatmail.ini", mail_domain="chat.example")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        daemon_argv("chatmaild.relay", "render", "--config", ini, "--out", out),
+        env=daemon_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    conf = (out / "etc/nginx/nginx.conf").read_text()
+    assert "ssl_preread on;" in conf and "server_name chat.example" in conf
+    xml = out / "var/www/html/.well-known/autoconfig/mail/config-v1.1.xml"
+    assert ET.fromstring(xml.read_text()).find("emailProvider").get("id") == "chat.example"
+    assert str(out / "etc/nginx/nginx.conf") in proc.stdout.splitlines()

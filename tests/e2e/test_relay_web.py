@@ -128,11 +128,12 @@ def test_alpn_http1_and_none_reach_the_https_site(web_relay, alpn):
 
 
 def test_port_443_keeps_the_client_address_for_the_site(web_relay):
-    """The PROXY hop carries the client's address to the site (per-address limits)."""
-    web_relay.web.request("GET", "/?client-address-check")
+    """The PROXY hop carries the client's address to the site (the stream proxy itself
+    connects from 127.0.0.1, so without it every client would be 127.0.0.1)."""
+    web_relay.web.request("GET", "/?client-address-check", source="127.0.0.2")
     log = web_relay.log_text("nginx-access.log").splitlines()
-    (line,) = [x for x in log if "client-address-check" in x][-1:]
-    assert line.startswith("127.0.0.1 ")
+    (line,) = [x for x in log if "client-address-check" in x]
+    assert line.startswith("127.0.0.2 ")
 
 
 # -- the site -------------------------------------------------------------------------------
@@ -262,6 +263,13 @@ def test_burst_from_one_address_is_limited_and_every_address_is_unique_and_works
     assert "Traceback" not in web_relay.log_text("web.log")
 
 
+def test_the_new_limit_is_per_client_address(web_relay):
+    statuses = [web_relay.web.new_account(source="127.0.0.4")[0] for _ in range(12)]
+    assert statuses[:5] == [200] * 5 and 429 in statuses
+    # another client address has its own budget, even right after that burst
+    assert web_relay.web.new_account(source="127.0.0.5")[0] == 200
+
+
 def test_nocreate_file_closes_new_and_first_logins(web_relay, limiter_refilled):
     nocreate = web_relay.relay.config.nocreate_file
     nocreate.touch()
@@ -294,7 +302,7 @@ def _rpc_server_binary():
     return str(Path(deltachat_rpc_server.__file__).parent / "deltachat-rpc-server")
 
 
-def _rpc(netns, accounts_dir, stderr, prefix=()):
+def _rpc(netns, accounts_dir, stderr, prefix=(), server=None):
     try:
         from deltachat_rpc_client import Rpc
     except ImportError:
@@ -303,7 +311,7 @@ def _rpc(netns, accounts_dir, stderr, prefix=()):
         require(False, "deltachat-rpc-client (test extras)")
     return Rpc(
         accounts_dir=str(accounts_dir),
-        rpc_server_path=[*exec_prefix(netns), *prefix, _rpc_server_binary()],
+        rpc_server_path=[*exec_prefix(netns), *prefix, server or _rpc_server_binary()],
         stderr=stderr,
         env={**os.environ, "RUST_LOG": "warn", "HOME": str(Path(accounts_dir).parent)},
     )
@@ -406,10 +414,13 @@ def test_through_port_443_only(web_relay, mail_ports_blocked_for_client):
     home = tempfile.mkdtemp(prefix="chatmaild-e2e-dc443-", dir="/tmp")
     try:
         os.chown(home, CLIENT_UID, CLIENT_UID)
+        # a copy the client's uid can execute wherever the checkout lies (e.g. under /root)
+        server = shutil.copy(_rpc_server_binary(), home)
         prefix = ["setpriv", f"--reuid={CLIENT_UID}", f"--regid={CLIENT_UID}", "--clear-groups"]
+        accounts_dir = os.path.join(home, "accounts")
         with (
             open(os.path.join(home, "rpc.stderr"), "wb") as stderr,
-            _rpc(web_relay.netns, os.path.join(home, "accounts"), stderr, prefix) as rpc,
+            _rpc(web_relay.netns, accounts_dir, stderr, prefix, server) as rpc,
         ):
             deltachat = DeltaChat(rpc)
             accounts = []

@@ -22,10 +22,13 @@ def tls_context(cafile, alpn=None):
     return ctx
 
 
-def tls_connect(netns, host, cafile, alpn=None, port=443, timeout=15):
-    """A TLS socket to 127.0.0.1:port inside `netns`, SNI and certificate name `host`."""
+def tls_connect(netns, host, cafile, alpn=None, port=443, timeout=15, source="127.0.0.1"):
+    """A TLS socket to 127.0.0.1:port inside `netns`, SNI and certificate name `host`, from
+    the loopback address `source` (any of 127.0.0.0/8: a client other than the relay)."""
     with entered(netns):
-        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        raw = socket.create_connection(
+            ("127.0.0.1", port), timeout=timeout, source_address=(source, 0)
+        )
     return tls_context(cafile, alpn).wrap_socket(raw, server_hostname=host)
 
 
@@ -59,12 +62,12 @@ class Web:
         self.domain = domain
         self.cafile = cafile
 
-    def request(self, method, path, host=None, body=None):
+    def request(self, method, path, host=None, body=None, source="127.0.0.1"):
         """(status, headers dict with lower-case names, body bytes)."""
         host = host or self.domain
         conn = http.client.HTTPSConnection(host, 443, timeout=30)
         # connected by hand: the socket is made inside the namespace, TLS checks `host`
-        conn.sock = tls_connect(self.netns, host, self.cafile, timeout=30)
+        conn.sock = tls_connect(self.netns, host, self.cafile, timeout=30, source=source)
         try:
             conn.request(method, path, body=body)
             resp = conn.getresponse()
@@ -72,8 +75,8 @@ class Web:
         finally:
             conn.close()
 
-    def new_account(self):
-        status, _, body = self.request("POST", "/new")
+    def new_account(self, source="127.0.0.1"):
+        status, _, body = self.request("POST", "/new", source=source)
         return status, (json.loads(body) if body else None)
 
 
