@@ -57,6 +57,7 @@ def test_alpn_map_and_listeners(tmp_path):
     assert "server_name chat.example mta-sts.chat.example;" in conf
     assert "server_name www.chat.example;" in conf
     assert "listen 127.0.0.1:8484;" in conf and "stub_status;" in conf
+    assert "listen 80;" in conf and "proxy_pass http://127.0.0.1:402;" in conf  # ACME
     assert "proxy_pass http://127.0.0.1:10082;" in conf  # /mxdeliv
     assert f"load_module {STREAM_MODULE};" in conf
     assert "ssl_certificate /var/lib/acme/live/chat.example/fullchain;" in conf
@@ -154,6 +155,7 @@ def test_nginx_accepts_the_local_rendering(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     make_certificate(layout.tls_cert, layout.tls_key, config.mail_domain)
+    assert ":80;" not in layout.web.nginx_conf.read_text()  # a system nginx may hold 80
     layout.web.temp_dir.mkdir()
     (tmp_path / "state" / "log").mkdir()
     proc = _nginx_t(layout.web.nginx_conf)

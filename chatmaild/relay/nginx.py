@@ -73,18 +73,35 @@ def _iroh_locations(config):
 def _www_redirect(config):
     if config.ipv4_relay:
         return ""
-    return (
-        _indent(
-            [
-                "server {",
-                "    listen 127.0.0.1:8443 ssl http2 proxy_protocol;",
-                f"    server_name www.{config.mail_domain};",
-                f"    return 301 https://{config.mail_domain}$request_uri;",
-                "}",
-            ],
-            4,
-        )
-        + "\n"
+    return _indent(
+        [
+            "server {",
+            "    listen 127.0.0.1:8443 ssl http2 proxy_protocol;",
+            f"    server_name www.{config.mail_domain};",
+            f"    return 301 https://{config.mail_domain}$request_uri;",
+            "}",
+        ],
+        4,
+    )
+
+
+def _http_server(web):
+    """Port 80: ACME challenges to acmetool (127.0.0.1:402), everything else to https."""
+    if not web.http_listen:
+        return ""
+    return _indent(
+        [
+            "server {",
+            *(f"    listen {addr};" for addr in web.http_listen),
+            "    location /.well-known/acme-challenge/ {",
+            "        proxy_pass http://127.0.0.1:402;",
+            "    }",
+            "    location / {",
+            "        return 301 https://$host$request_uri;",
+            "    }",
+            "}",
+        ],
+        4,
     )
 
 
@@ -109,7 +126,9 @@ def nginx_conf(config, layout, web):
         "pid": web.pid,
         "error_log": web.error_log,
         "stream_listen": _indent([f"listen {addr};" for addr in web.stream_listen], 8),
-        "http_listen": _indent([f"listen {addr};" for addr in web.http_listen], 8),
+        "extra_servers": "".join(
+            block + "\n\n" for block in (_www_redirect(config), _http_server(web)) if block
+        ),
         "access_log": web.access_log,
         "temp_paths": _temp_paths(web),
         "tls_cert": layout.tls_cert,
@@ -122,7 +141,6 @@ def nginx_conf(config, layout, web):
         "max_message_size": config.max_message_size,
         "mxdeliv_port": config.filtermail_http_port_incoming,
         "iroh_locations": _iroh_locations(config),
-        "www_redirect": _www_redirect(config),
     }
     return substitute(_template("nginx/nginx.conf"), values)
 
