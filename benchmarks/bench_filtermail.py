@@ -79,28 +79,40 @@ class Sink:
 
 
 class FilterProcess:
-    """The real daemon, outgoing mode, re-injecting into `reinject_port`; with `metrics`,
-    its metrics endpoint listens on 127.0.0.1:`metrics_port`."""
+    """The real daemon (outgoing mode unless `mode`), re-injecting into `reinject_port`; with
+    `metrics`, its metrics endpoint listens on 127.0.0.1:`metrics_port`; `extra`: more ini
+    lines (key -> value)."""
 
-    def __init__(self, workdir: Path, reinject_port: int, name: str, metrics: bool = False):
+    def __init__(
+        self,
+        workdir: Path,
+        reinject_port: int,
+        name: str,
+        metrics: bool = False,
+        mode: str = "outgoing",
+        extra: dict | None = None,
+    ):
         self.port = free_port()
+        self.mode = mode
         self.metrics_port = free_port() if metrics else None
+        suffix = "" if mode == "outgoing" else "_incoming"
         ini = workdir / f"{name}.ini"
         ini.write_text(
             "[params]\n"
             "mail_domain = chat.example\n"
             f"mailboxes_dir = {workdir}/mailboxes\n"
-            f"filtermail_smtp_port = {self.port}\n"
-            f"postfix_reinject_port = {reinject_port}\n"
+            f"filtermail_smtp_port{suffix} = {self.port}\n"
+            f"postfix_reinject_port{suffix} = {reinject_port}\n"
             "max_user_send_per_minute = 100000000\n"
             "max_user_send_burst_size = 100000000\n"
-            + (f"metrics_filtermail_outgoing = 127.0.0.1:{self.metrics_port}\n" if metrics else "")
+            + (f"metrics_filtermail_{mode} = 127.0.0.1:{self.metrics_port}\n" if metrics else "")
+            + "".join(f"{key} = {value}\n" for key, value in (extra or {}).items())
         )
         self.log_path = workdir / f"{name}.log"
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "chatmaild.filtermail", str(ini), "outgoing"],
+                [sys.executable, "-m", "chatmaild.filtermail", str(ini), mode],
                 env=env,
                 stdout=log,
                 stderr=log,
@@ -134,7 +146,9 @@ class FilterProcess:
         return 0.0
 
     def accepted(self) -> int:
-        return self.log_path.read_text().count("Outgoing: Filtering encrypted mail.")
+        return self.log_path.read_text().count(
+            f"{self.mode.capitalize()}: Filtering encrypted mail."
+        )
 
     def stop(self):
         self.proc.terminate()
@@ -192,8 +206,10 @@ async def _transaction(port: int, stuffed: bytes) -> float:
     return elapsed
 
 
-async def fixed_rate(port: int, message: bytes, rate: float, seconds: float) -> dict:
-    stuffed = message.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+async def fixed_rate(port: int, message: bytes | list, rate: float, seconds: float) -> dict:
+    """Offer `rate` transactions per second for `seconds`; a list of messages is sent in turn."""
+    messages = message if isinstance(message, list) else [message]
+    stuffed = [m.replace(b"\r\n.", b"\r\n..") + b".\r\n" for m in messages]
     count = int(rate * seconds)
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -202,7 +218,7 @@ async def fixed_rate(port: int, message: bytes, rate: float, seconds: float) -> 
         delay = start + i / rate - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(_transaction(port, stuffed)))
+        tasks.append(asyncio.ensure_future(_transaction(port, stuffed[i % len(stuffed)])))
     offered_for = loop.time() - start
     results = await asyncio.gather(*tasks, return_exceptions=True)
     latencies = sorted(r for r in results if isinstance(r, float))

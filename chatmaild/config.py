@@ -103,6 +103,22 @@ def parse_listen(text):
     return value
 
 
+def parse_nameserver(text):
+    """`filtermail_dkim_nameserver`: empty (the system resolver), or `IP:PORT` / `[IPv6]:PORT`."""
+    value = text.strip()
+    if not value:
+        return ()
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError("expected IP:PORT of a DNS resolver") from None
+    if not sep:
+        raise ValueError("expected IP:PORT of a DNS resolver")
+    return (host, parse_port(port))
+
+
 def parse_cert_and_key(text):
     """`tls_external_cert_and_key`: empty, or two absolute paths (certificate, key)."""
     parts = tuple(text.split())
@@ -160,6 +176,7 @@ class Config:
     filtermail_http_port_incoming: int
     filtermail_lmtp_port_transport: int
     filtermail_dkim_check: bool
+    filtermail_dkim_nameserver: tuple
     max_smtp_connections: int
     max_imap_connections: int
     tls_external_cert_and_key: tuple
@@ -213,6 +230,8 @@ SCHEMA = {
     "filtermail_lmtp_port_transport": (parse_port, "10083"),
     # DKIM verification of incoming mail; off only for tests, and then logged loudly.
     "filtermail_dkim_check": (parse_bool, "true"),
+    # The resolver for DKIM keys: empty is /etc/resolv.conf; IP:PORT for tests and benchmarks.
+    "filtermail_dkim_nameserver": (parse_nameserver, ""),
     "max_smtp_connections": (parse_nonneg_int, "1000"),
     "max_imap_connections": (parse_nonneg_int, "10000"),
     "tls_external_cert_and_key": (parse_cert_and_key, ""),

@@ -177,9 +177,15 @@ def closed_port() -> int:
 
 
 class Filter:
-    """An in-process filter of `mode` on an ephemeral port, re-injecting to `reinject_port`."""
+    """An in-process filter of `mode` on an ephemeral port, re-injecting to `reinject_port`.
 
-    def __init__(self, tmp_path, mode, reinject_port, **params):
+    DKIM verification of incoming mail is off unless the test passes
+    `filtermail_dkim_check="true"` (most tests send unsigned mail); `key_fetcher` then sets
+    where the keys come from.
+    """
+
+    def __init__(self, tmp_path, mode, reinject_port, key_fetcher=None, **params):
+        params.setdefault("filtermail_dkim_check", "false")
         ini = write_ini(
             tmp_path / "chatmail.ini",
             mailboxes_dir=tmp_path / "mailboxes",
@@ -188,7 +194,9 @@ class Filter:
             **params,
         )
         self.config = read_config(ini)
-        self.server, self.reinjector = build_server(self.config, mode, listen_port=0)
+        self.server, self.reinjector = build_server(
+            self.config, mode, listen_port=0, key_fetcher=key_fetcher
+        )
 
     async def __aenter__(self):
         await self.server.start()

@@ -71,6 +71,7 @@ def test_existing_relay_config_starts_both_filters(tmp_path, netns):
     assert result["outgoing"][0] == 250, result
     assert result["outgoing_identical"], result
     assert result["outgoing_plain"] == [523, "Encryption Needed: Invalid Unencrypted Mail"]
+    assert result["incoming_unsigned"] == [550, "5.7.1 No valid DKIM signature found"], result
     assert result["incoming"][0] == 250, result
     assert result["incoming_count"] == 1
     assert result["simultaneous_banners"] == 500, result
@@ -78,6 +79,13 @@ def test_existing_relay_config_starts_both_filters(tmp_path, netns):
     out_log = result["logs"]["outgoing"]
     assert any("listening on 127.0.0.1:10080" in line for line in out_log), out_log
     assert "Outgoing: Filtering encrypted mail." in out_log
+    in_log = result["logs"]["incoming"]
+    assert any("DKIM verification of incoming mail is on" in line for line in in_log), in_log
+    assert any(
+        line.endswith("DKIM failed for mail from <alice@chat.example>: no signature")
+        for line in in_log
+    ), in_log
+    assert any("DKIM exempt: IP literal [192.0.2.1]" in line for line in in_log), in_log
     assert not any("Traceback" in line or "unknown keys" in line for line in out_log), out_log
 
 

@@ -2,7 +2,8 @@
 
 One handler per mode. Outgoing: MAIL FROM syntax and the per-sender rate limit at MAIL,
 the outgoing policy at the end of DATA. Incoming: the incoming policy at the end of DATA,
-with `enforceE2EEincoming` looked up in the mailbox directory. Every decision is logged as
+with `enforceE2EEincoming` looked up in the mailbox directory, then (for mail it accepts)
+DKIM verification with keys from DNS (`filtermail_dkim_check`). Every decision is logged as
 exactly one line with one logging call; accepted mail is re-injected and the client gets
 the downstream reply.
 """
@@ -16,8 +17,11 @@ from chatmaild.smtp.proto import MailFrom, MessageRefused, Reply, Transaction
 from chatmaild.smtp.reinject import Reinjector
 from chatmaild.smtp.server import Handler, ServerSettings, SMTPServer
 
+from .dkimcheck import DkimResult, screen, verify
+from .dkimkeys import KeyFetcher
 from .policy import (
     Envelope,
+    check_dkim,
     check_incoming,
     check_mail_from,
     check_outgoing,
@@ -42,7 +46,14 @@ def ports(config, mode: str) -> tuple[int, int]:
 
 class FilterHandler(Handler):
     def __init__(
-        self, mode: str, config, reinjector: Reinjector, limiter=None, boxes=None, metrics=None
+        self,
+        mode: str,
+        config,
+        reinjector: Reinjector,
+        limiter=None,
+        boxes=None,
+        metrics=None,
+        key_fetcher: KeyFetcher | None = None,
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -57,6 +68,9 @@ class FilterHandler(Handler):
                 config.max_user_send_per_minute, config.max_user_send_burst_size
             )
         self.boxes = boxes or Mailboxes(config.mailboxes_dir, config.address_domain)
+        self.key_fetcher = None
+        if mode == "incoming" and config.filtermail_dkim_check:
+            self.key_fetcher = key_fetcher or KeyFetcher(config.filtermail_dkim_nameserver or None)
 
     def enforces_e2ee(self, addr: str) -> bool:
         try:
@@ -95,6 +109,8 @@ class FilterHandler(Handler):
             verdict, line = check_outgoing(env, tx.data, self.config)
         else:
             verdict, line = check_incoming(env, tx.data, self.config, self.enforces_e2ee)
+            if verdict is None and self.key_fetcher is not None:
+                verdict, line = check_dkim(await self.verify_dkim(tx.data), env, line)
         decided = time.perf_counter()
         metrics.decision_seconds.observe(decided - started)
         metrics.received_bytes.inc(len(tx.data))
@@ -115,18 +131,32 @@ class FilterHandler(Handler):
             )
         return reply
 
+    async def verify_dkim(self, data: bytes) -> DkimResult:
+        """Screen without DNS, fetch the keys of the aligned signatures, verify."""
+        screening = screen(data)
+        if screening.result is not None:
+            return screening.result
+        keys = await self.key_fetcher.lookup_many(screening.key_names)
+        return verify(data, screening, keys)
+
 
 def _printable(text: str) -> str:
     return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)
 
 
 def build_server(
-    config, mode: str, *, backlog: int = 1024, listen_port: int | None = None, metrics=None
+    config,
+    mode: str,
+    *,
+    backlog: int = 1024,
+    listen_port: int | None = None,
+    metrics=None,
+    key_fetcher: KeyFetcher | None = None,
 ) -> tuple[SMTPServer, Reinjector]:
     """The (not yet started) server of a mode and its reinjector."""
     port, reinject_port = ports(config, mode)
     reinjector = Reinjector(LISTEN_HOST, reinject_port, local_hostname="localhost")
-    handler = FilterHandler(mode, config, reinjector, metrics=metrics)
+    handler = FilterHandler(mode, config, reinjector, metrics=metrics, key_fetcher=key_fetcher)
     settings = ServerSettings(hostname=config.mail_domain, max_message_size=config.max_message_size)
     server = SMTPServer(
         handler,

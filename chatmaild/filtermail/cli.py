@@ -6,9 +6,11 @@ import logging
 import signal
 import sys
 
+import dns.resolver
+
 from chatmaild import daemon
 from chatmaild.config import load_config_or_exit
-from chatmaild.daemon import listen_error
+from chatmaild.daemon import StartupError, listen_error
 from chatmaild.metrics.exporter import start_exporter
 from chatmaild.metrics.filtermail import FiltermailMetrics
 
@@ -19,7 +21,13 @@ log = logging.getLogger("filtermail")
 
 async def serve(config, mode: str, backlog: int) -> None:
     metrics = FiltermailMetrics(mode)
-    server, reinjector = build_server(config, mode, backlog=backlog, metrics=metrics)
+    try:
+        server, reinjector = build_server(config, mode, backlog=backlog, metrics=metrics)
+    except dns.resolver.NoResolverConfiguration:
+        raise StartupError(
+            "DKIM verification needs a resolver: none in /etc/resolv.conf "
+            "(or set filtermail_dkim_nameserver)"
+        ) from None
     try:
         await server.start()
     except OSError as e:
@@ -38,6 +46,8 @@ async def serve(config, mode: str, backlog: int) -> None:
         reinjector.host,
         reinjector.port,
     )
+    if mode == "incoming":
+        _log_dkim_setting(config)
     await stop.wait()
     log.info("filtermail %s shutting down", mode)
     if exporter is not None:
@@ -46,6 +56,21 @@ async def serve(config, mode: str, backlog: int) -> None:
     await reinjector.close()
     if exporter is not None:
         await exporter.wait_closed()
+
+
+def _log_dkim_setting(config) -> None:
+    if not config.filtermail_dkim_check:
+        log.warning(
+            "DKIM verification of incoming mail is OFF (filtermail_dkim_check = false): "
+            "for tests only"
+        )
+        return
+    nameserver = config.filtermail_dkim_nameserver
+    if nameserver:
+        resolver = f"{nameserver[0]} port {nameserver[1]}"
+    else:
+        resolver = "the resolvers of /etc/resolv.conf"
+    log.info("DKIM verification of incoming mail is on, keys from %s", resolver)
 
 
 def main(argv=None) -> None:

@@ -16,6 +16,7 @@ from .checks import (
     is_mailer_daemon_report,
     is_securejoin,
 )
+from .dkimcheck import EXEMPT, FAIL, TEMPORARY, DkimResult
 from .mime import extract_address, parse_entity
 from .ratelimit import RateLimiter
 
@@ -38,6 +39,8 @@ class Verdict:
 
 
 ENCRYPTION_NEEDED = Verdict(523, "Encryption Needed: Invalid Unencrypted Mail")
+DKIM_FAILED = Verdict(550, "5.7.1 No valid DKIM signature found")
+DKIM_TEMPORARY_TEXT = "4.7.1 Cannot verify the DKIM signature now, try again later"
 
 OUT_ENCRYPTED = "Outgoing: Filtering encrypted mail."
 OUT_UNENCRYPTED = "Outgoing: Filtering unencrypted mail."
@@ -144,3 +147,22 @@ def check_incoming(
                 f"recipient <{_printable(recipient)}> enforces end-to-end encryption"
             )
     return None, f"{IN_UNENCRYPTED} Accepted: no recipient enforces encryption"
+
+
+def check_dkim(result: DkimResult, env: Envelope, line: str) -> tuple[Verdict | None, str]:
+    """Issue 12: the DKIM result of mail the incoming policy accepted with log `line`.
+
+    A failure is 550, a key that could not be fetched 451 (never an accept); either way one
+    log line: the policy's line, then the DKIM reason. A pass keeps the policy's line.
+    """
+    if result.outcome not in (FAIL, TEMPORARY, EXEMPT):
+        return None, line
+    sender = _printable(env.mail_from)
+    reason = _printable(result.reason)
+    line += " " if line.endswith(".") else ". "
+    if result.outcome == FAIL:
+        return DKIM_FAILED, f"{line}DKIM failed for mail from <{sender}>: {reason}"
+    if result.outcome == TEMPORARY:
+        verdict = Verdict(451, f"{DKIM_TEMPORARY_TEXT} ({reason[:200]})")
+        return verdict, f"{line}DKIM temporary failure for mail from <{sender}>: {reason}"
+    return None, f"{line}DKIM exempt: {reason}"

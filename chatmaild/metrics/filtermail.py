@@ -17,6 +17,8 @@ OUTCOMES = (
     "invalid",  # 500 invalid MAIL FROM / From header mismatch
     "ratelimited",  # 450 at MAIL, sender over its rate
     "reinject_failed",  # reinjection refused or unreachable (4xx/5xx to the client)
+    "dkim_failed",  # incoming, 550 5.7.1 No valid DKIM signature found
+    "dkim_temporary",  # incoming, 451: a DKIM key could not be fetched (DNS)
 )
 
 DECISION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
@@ -80,7 +82,11 @@ class FiltermailMetrics:
 
     def decision_outcome(self, verdict_code: int | None, line: str) -> str:
         if verdict_code is not None:
-            return "rejected" if verdict_code == 523 else "invalid"
+            if verdict_code == 523:
+                return "rejected"
+            if self._incoming and verdict_code in (550, 451):
+                return "dkim_failed" if verdict_code == 550 else "dkim_temporary"
+            return "invalid"
         if "Filtering encrypted mail." in line:
             return "securejoin" if "secure-join" in line else "encrypted"
         if self._incoming and "no recipient enforces" in line:
