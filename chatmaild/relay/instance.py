@@ -26,7 +26,7 @@ from chatmaild.relay.daemons import OPENDKIM_LOG, relay_daemons
 from chatmaild.relay.nginx import STREAM_MODULE
 from chatmaild.relay.opendkim import signing_layout, zone_line
 from chatmaild.relay.render import local_layout, push_script_text, render_relay, substitute
-from chatmaild.relay.webcert import relay_names
+from chatmaild.relay.webcert import host_names, relay_names
 
 APT_PACKAGES = ["postfix", "dovecot-core", "dovecot-imapd", "dovecot-lmtpd", "opendkim"]
 APT_PACKAGES += ["bubblewrap", "nginx", "libnginx-mod-stream"]
@@ -469,7 +469,7 @@ class Relay:
                 )
         self.prepare()
         if self.netns:
-            names = [*relay_names(self.config.mail_domain)[:-1], socket.gethostname()]
+            names = [*host_names(self.config.mail_domain), socket.gethostname()]
             netns_mod.create(self.netns, names)
         self.pids = {}
         self.skipped = []

@@ -59,7 +59,7 @@ def _sign(ca_dir, names, cert_path, key_path):
     pem = serialization.Encoding.PEM
     cert_path, key_path = Path(cert_path), Path(key_path)
     cert_path.parent.mkdir(parents=True, exist_ok=True)
-    cert_path.write_bytes(cert.public_bytes(pem) + ca_cert.public_bytes(pem))
+    cert_path.write_bytes(cert.public_bytes(pem))  # as testca.issue: the leaf, no root
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(
@@ -72,17 +72,22 @@ def _sign(ca_dir, names, cert_path, key_path):
 
 
 def issue(ca_dir, names, cert_path, key_path):
-    """Certificate (leaf + CA chain) and key for `names`, signed by the test CA in `ca_dir`."""
+    """Certificate and key for `names`, signed by the test CA in `ca_dir`."""
     if _needs_own_signing(names):
         _sign(ca_dir, names, cert_path, key_path)
     else:
         testca.issue(ca_dir, names, cert_path, key_path)
 
 
-def relay_names(domain):
-    """The names a relay's certificate covers: the domain, www., mta-sts. and 127.0.0.1."""
+def host_names(domain):
+    """The names a relay answers to: the domain, and www. and mta-sts. of a domain name."""
     try:
         ipaddress.ip_address(domain)
-        return [domain, "127.0.0.1"]
+        return [domain]
     except ValueError:
-        return [domain, f"www.{domain}", f"mta-sts.{domain}", "127.0.0.1"]
+        return [domain, f"www.{domain}", f"mta-sts.{domain}"]
+
+
+def relay_names(domain):
+    """The names a relay's certificate covers: its host names and 127.0.0.1."""
+    return [*host_names(domain), "127.0.0.1"]
