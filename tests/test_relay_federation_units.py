@@ -133,8 +133,8 @@ def test_peering_adds_the_link_address_and_the_test_ca_only(config, tmp_path):
     }
     assert peering.certificate_names("relay-a.test") == [
         "relay-a.test",
-        "mta-sts.relay-a.test",
         "www.relay-a.test",
+        "mta-sts.relay-a.test",
         "127.0.0.1",
         "10.77.0.1",
     ]

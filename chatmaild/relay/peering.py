@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 
 from chatmaild.relay.testca import ca_cert_path
+from chatmaild.relay.webcert import relay_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +27,8 @@ class Peering:
         }
 
     def certificate_names(self, domain):
-        return [domain, f"mta-sts.{domain}", f"www.{domain}", "127.0.0.1", self.address]
+        """The relay's usual names (domain, www., mta-sts., 127.0.0.1) and its link address."""
+        return [*relay_names(domain), self.address]
 
     def to_json(self):
         return {"address": self.address, "ca_dir": str(self.ca_dir)}

@@ -16,7 +16,7 @@ from e2e.helpers import encrypted_message, wait_until
 
 from chatmaild.relay.instance import make_certificate
 from chatmaild.relay.netns import entered
-from chatmaild.relay.testca import issue
+from chatmaild.relay.webcert import issue
 
 SETTLE_S = 3.0  # how long "nothing more arrived" is watched for
 SCACHE_S = 2.5
@@ -179,7 +179,7 @@ def test_untrusted_peer_certificate_defers_instead_of_sending_in_clear(federatio
         assert _message_id(message) not in b.log_text("postfix.log")
     finally:
         names = b.relay.peering.certificate_names(b.domain)
-        issue(federation.pair.state_dir / "ca", names, layout.tls_cert, layout.tls_key)
+        issue(b.relay.ca_dir, names, layout.tls_cert, layout.tls_key)
         b.restart_postfix()
     a.relay.flush_queue()
     _exactly_once(b, rcpt, marker)
