@@ -26,27 +26,35 @@ def _rpc_server_path():
     return str(local) if local.exists() else found
 
 
+def rpc_in_netns(netns, accounts_dir, stderr):
+    """An Rpc (not started) for a deltachat-rpc-server inside `netns`; the test extras
+    must be installed (CI fails, never skips)."""
+    from conftest import require
+
+    try:
+        from deltachat_rpc_client import Rpc
+    except ImportError:
+        require(False, "deltachat-rpc-client (test extras)")
+    server = _rpc_server_path()
+    require(server is not None, "deltachat-rpc-server (test extras)")
+    return Rpc(
+        accounts_dir=str(accounts_dir),
+        rpc_server_path=[*exec_prefix(netns), server],
+        stderr=stderr,
+        env={**os.environ, "RUST_LOG": "warn"},
+    )
+
+
 @pytest.fixture(scope="module")
 def dc(relay, tmp_path_factory):
     relay.require_daemons(
         "doveauth", "metadata", "lastlogin", "filtermail-outgoing", "filtermail-incoming"
     )
-    from conftest import require
-
-    try:
-        from deltachat_rpc_client import DeltaChat, Rpc
-    except ImportError:
-        require(False, "deltachat-rpc-client (test extras)")
-    server = _rpc_server_path()
-    require(server is not None, "deltachat-rpc-server (test extras)")
     accounts_dir = tmp_path_factory.mktemp("dc-accounts")
     stderr = open(accounts_dir.parent / "rpc-server.stderr", "wb")  # noqa: SIM115
-    rpc = Rpc(
-        accounts_dir=str(accounts_dir / "accounts"),
-        rpc_server_path=[*exec_prefix(relay.netns), server],
-        stderr=stderr,
-        env={**os.environ, "RUST_LOG": "warn"},
-    )
+    rpc = rpc_in_netns(relay.netns, accounts_dir / "accounts", stderr)
+    from deltachat_rpc_client import DeltaChat
+
     with rpc:
         yield DeltaChat(rpc), relay
     stderr.close()
@@ -108,6 +116,27 @@ def _wait_for_text(account, text):
             return msg
 
 
+def _group(owner, joiners, name):
+    """A group of `owner` that each of `joiners` joined by secure-join (QR code)."""
+    group = owner.create_group(name)
+    for joiner in joiners:
+        joiner.secure_join(group.get_qr_code())
+        owner.wait_for_securejoin_inviter_success()
+        joiner.wait_for_securejoin_joiner_success()
+    assert group.num_contacts() == len(joiners) + 1
+    return group
+
+
+def _all_receive_padlocked(members, text):
+    """{addr: chat} where each member got `text` with the padlock."""
+    chats = {}
+    for member in members:
+        msg = _wait_for_text(member, text)
+        assert msg.show_padlock
+        chats[member.addr] = member.get_chat_by_id(msg.chat_id)
+    return chats
+
+
 def _save_fixture(name, data):
     """With CHATMAILD_SAVE_DC_FIXTURES=1 the captured messages refresh tests/data/deltachat."""
     if os.environ.get("CHATMAILD_SAVE_DC_FIXTURES"):
@@ -156,24 +185,11 @@ def test_group_of_three_every_member_receives(dc):
     deltachat, relay = dc
     alice, bob, carol = (_account(deltachat, relay) for _ in range(3))
 
-    group = alice.create_group("e2e group")
-    for joiner in (bob, carol):
-        joiner.secure_join(group.get_qr_code())
-        alice.wait_for_securejoin_inviter_success()
-        joiner.wait_for_securejoin_joiner_success()
-    assert group.num_contacts() == 3
-
+    group = _group(alice, (bob, carol), "e2e group")
     captured = _send_and_capture(relay, lambda: group.send_text("hello group"), carol)
-    chats = {}
-    for member in (bob, carol):
-        msg = _wait_for_text(member, "hello group")
-        assert msg.show_padlock
-        chats[member.addr] = member.get_chat_by_id(msg.chat_id)
-
+    chats = _all_receive_padlocked((bob, carol), "hello group")
     chats[bob.addr].send_text("hello from bob")
-    for member in (alice, carol):
-        msg = _wait_for_text(member, "hello from bob")
-        assert msg.show_padlock
+    _all_receive_padlocked((alice, carol), "hello from bob")
 
     for i, data in enumerate(captured):
         assert is_encrypted(data, allow_armor_header=True)

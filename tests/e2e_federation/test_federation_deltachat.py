@@ -8,20 +8,15 @@ recipient's Maildir (with the recipient's IO stopped, before the core fetches an
 them) and their DKIM signatures are verified with dkimpy against the test zones.
 """
 
-import os
-
 import pytest
 from e2e.test_relay_deltachat import (
     _account,
+    _all_receive_padlocked,
     _chat_with,
-    _rpc_server_path,
+    _group,
     _send_and_capture,
-    _wait_for_text,
+    rpc_in_netns,
 )
-
-from chatmaild.relay.netns import exec_prefix
-
-from conftest import require
 
 DAEMONS = ("doveauth", "metadata", "lastlogin", "filtermail-outgoing", "filtermail-incoming")
 
@@ -30,26 +25,16 @@ DAEMONS = ("doveauth", "metadata", "lastlogin", "filtermail-outgoing", "filterma
 def dc(federation, tmp_path_factory):
     """{side: DeltaChat} with one RPC server inside each relay's namespace."""
     federation.require_daemons(*DAEMONS)
-    try:
-        from deltachat_rpc_client import DeltaChat, Rpc
-    except ImportError:
-        require(False, "deltachat-rpc-client (test extras)")
-    server = _rpc_server_path()
-    require(server is not None, "deltachat-rpc-server (test extras)")
     base = tmp_path_factory.mktemp("dc-federation")
     rpcs, errs = {}, []
     try:
         for side in (federation.a, federation.b):
             stderr = open(base / f"rpc-{side.domain}.stderr", "wb")  # noqa: SIM115
             errs.append(stderr)
-            rpc = Rpc(
-                accounts_dir=str(base / side.domain),
-                rpc_server_path=[*exec_prefix(side.netns), server],
-                stderr=stderr,
-                env={**os.environ, "RUST_LOG": "warn"},
-            )
-            rpc.start()
-            rpcs[side] = rpc
+            rpcs[side] = rpc_in_netns(side.netns, base / side.domain, stderr)
+            rpcs[side].start()
+        from deltachat_rpc_client import DeltaChat
+
         yield {side: DeltaChat(rpc) for side, rpc in rpcs.items()}
     finally:
         for rpc in rpcs.values():
@@ -92,24 +77,11 @@ def test_group_with_members_on_both_relays(federation, dc):
     alice, carol = _account(dc[a], a), _account(dc[a], a)
     bob = _account(dc[b], b)
 
-    group = alice.create_group("two relays")
-    for joiner in (bob, carol):
-        joiner.secure_join(group.get_qr_code())
-        alice.wait_for_securejoin_inviter_success()
-        joiner.wait_for_securejoin_joiner_success()
-    assert group.num_contacts() == 3
-
+    group = _group(alice, (bob, carol), "two relays")
     to_bob = _send_and_capture(b, lambda: group.send_text("hello group"), bob)
-    chats = {}
-    for member in (bob, carol):
-        msg = _wait_for_text(member, "hello group")
-        assert msg.show_padlock
-        chats[member.addr] = member.get_chat_by_id(msg.chat_id)
-
+    chats = _all_receive_padlocked((bob, carol), "hello group")
     to_alice = _send_and_capture(a, lambda: chats[bob.addr].send_text("hello from bob"), alice)
-    for member in (alice, carol):
-        msg = _wait_for_text(member, "hello from bob")
-        assert msg.show_padlock
+    _all_receive_padlocked((alice, carol), "hello from bob")
 
     _assert_signed_by_sender(b, to_bob, a.domain)
     _assert_signed_by_sender(a, to_alice, b.domain)
