@@ -1,0 +1,85 @@
+"""The real Postfix forwards the client address to filtermail incoming (XFORWARD), and an
+IP-literal From is DKIM-exempt only when it is that address.
+
+The session relay runs with the DKIM check off (its tests send unsigned mail to port 25),
+so this module brings up a second relay, in its own network namespace, with the check on
+as in production. Nothing there serves DKIM keys: the IP-literal path must not need any.
+"""
+
+import os
+import shutil
+import smtplib
+import tempfile
+
+import pytest
+
+from chatmaild.relay.instance import Relay
+
+from .conftest import E2ERelay, relay_prerequisites
+from .helpers import encrypted_message
+
+EXEMPT = "DKIM exempt: IP literal [127.0.0.1] is the client address"
+MISMATCH = "IP literal [10.9.9.9] is not the client address 127.0.0.1"
+
+
+@pytest.fixture(scope="module")
+def dkim_relay():
+    relay_prerequisites()
+    state_dir = tempfile.mkdtemp(prefix="chatmaild-e2e-dkim-", dir="/tmp")
+    instance = Relay(state_dir, netns=f"chatmaild-e2e-dkim-{os.getpid()}", log=lambda _: None)
+    try:
+        instance.up()
+        assert instance.config.filtermail_dkim_check  # the default, not turned off
+        relay = E2ERelay(instance, None)
+        relay.require_daemons("doveauth", "filtermail-incoming")
+        yield relay
+    finally:
+        instance.down()
+        if os.environ.get("CHATMAILD_E2E_KEEP"):
+            print(f"relay state kept in {state_dir}")
+        else:
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def send_port25(relay, sender, rcpt, message):
+    """STARTTLS on port 25 from the namespace's 127.0.0.1, like another relay."""
+    client = relay.smtp(25)
+    try:
+        return client.sendmail(sender, [rcpt], message)
+    finally:
+        client.close()
+
+
+def test_ip_literal_of_the_connecting_client_passes(dkim_relay):
+    addr, password = dkim_relay.new_account()
+    sender = "x@[127.0.0.1]"
+    marker, message = encrypted_message(sender, [addr])
+    assert send_port25(dkim_relay, sender, addr, message) == {}
+    dkim_relay.wait_delivered(addr, password, marker)
+    # Postfix sent XFORWARD ADDR=127.0.0.1: without it there is no exemption (550)
+    log = dkim_relay.log_text("filtermail-incoming.log")
+    assert f"Incoming: Filtering encrypted mail. {EXEMPT}" in log
+
+
+def test_ip_literal_of_another_host_gets_550(dkim_relay):
+    addr, password = dkim_relay.new_account()
+    sender = "x@[10.9.9.9]"
+    marker, message = encrypted_message(sender, [addr])
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        send_port25(dkim_relay, sender, addr, message)
+    assert e.value.smtp_code == 550
+    assert e.value.smtp_error == b"5.7.1 No valid DKIM signature found"
+    log = dkim_relay.log_text("filtermail-incoming.log")
+    line = f"DKIM failed for mail from <{sender}>: {MISMATCH}"
+    assert [x for x in log.splitlines() if x.endswith(line)], log[-2000:]
+    assert not dkim_relay.inbox_has(addr, password, marker)
+
+
+def test_unsigned_mail_from_a_domain_still_gets_550(dkim_relay):
+    """The check is really on in this relay: a DNS-name sender needs a signature."""
+    addr, _ = dkim_relay.new_account()
+    sender = "someone@other.example"
+    _, message = encrypted_message(sender, [addr])
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        send_port25(dkim_relay, sender, addr, message)
+    assert e.value.smtp_code == 550
