@@ -63,7 +63,10 @@ def test_daemon_table_matches_the_relay_wiring(ini_path, tmp_path):
         "metadata",
         "filtermail-outgoing",
         "filtermail-incoming",
+        "web",
     ]
+    assert daemons["web"].socket == layout.web.web_socket
+    assert daemons["web"].args == (str(config.path), "--listen", f"unix:{layout.web.web_socket}")
     assert daemons["doveauth"].args == (str(layout.doveauth_socket), str(config.path))
     assert daemons["metadata"].socket == layout.metadata_socket
     assert daemons["filtermail-outgoing"].args == (str(config.path), "outgoing")
@@ -104,5 +107,6 @@ def test_local_relay_runs_logmetrics_following_every_log(tmp_path):
         "doveauth": "127.0.0.1:9603",
         "metadata": "127.0.0.1:9604",
         "lastlogin": "127.0.0.1:9605",
+        "web": "",  # chatmail-web has no metrics endpoint (nginx's stub_status is on 8484)
         "opendkim-syslog": "",
     }

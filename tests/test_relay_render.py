@@ -66,6 +66,11 @@ def test_production_rendering_uses_ini_values_and_debian_paths(config):
         "/etc/opendkim.conf",
         "/etc/dkimkeys/KeyTable",
         "/etc/dkimkeys/SigningTable",
+        "/etc/nginx/nginx.conf",
+        "/var/www/html/index.html",
+        "/var/www/html/qr-new.svg",
+        "/var/www/html/.well-known/mta-sts.txt",
+        "/var/www/html/.well-known/autoconfig/mail/config-v1.1.xml",
     } == paths
     text = _by_name(files)
     for name, body in text.items():

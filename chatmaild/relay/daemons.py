@@ -72,6 +72,16 @@ def relay_daemons(config, layout, log_dir=None):
             metrics=config.metrics_filtermail_incoming,
         ),
     ]
+    if layout.web is not None:
+        # /new behind nginx (chatmaild.web)
+        daemons.append(
+            Daemon(
+                "web",
+                "chatmaild.web",
+                (ini, "--listen", f"unix:{layout.web.web_socket}"),
+                socket=layout.web.web_socket,
+            )
+        )
     if log_dir is None:
         return daemons
     logs = [layout.postfix_log, layout.dovecot_log]

@@ -20,14 +20,16 @@ import time
 from pathlib import Path
 
 from chatmaild.metrics.exporter import parse_listen_spec
-from chatmaild.relay import dkimrun
+from chatmaild.relay import dkimrun, webcert
 from chatmaild.relay import netns as netns_mod
 from chatmaild.relay.daemons import OPENDKIM_LOG, relay_daemons
+from chatmaild.relay.nginx import STREAM_MODULE
 from chatmaild.relay.opendkim import signing_layout, zone_line
 from chatmaild.relay.render import local_layout, push_script_text, render_relay, substitute
+from chatmaild.relay.webcert import host_names, relay_names
 
 APT_PACKAGES = ["postfix", "dovecot-core", "dovecot-imapd", "dovecot-lmtpd", "opendkim"]
-APT_PACKAGES += ["bubblewrap"]
+APT_PACKAGES += ["bubblewrap", "nginx", "libnginx-mod-stream"]
 REQUIRED_FILES = [
     "/usr/sbin/postfix",
     "/usr/sbin/dovecot",
@@ -35,6 +37,8 @@ REQUIRED_FILES = [
     "/usr/lib/dovecot/lmtp",
     "/usr/sbin/opendkim",
     "/usr/bin/bwrap",
+    "/usr/sbin/nginx",
+    STREAM_MODULE,
 ]
 VMAIL = "vmail"
 DEFAULT_DOMAIN = "chat.example"
@@ -42,6 +46,8 @@ DEFAULT_STATE_DIR = Path("/tmp/chatmaild-relay")
 STATE_FILE = "relay.json"
 POSTFIX_PORTS = (25, 465, 587)
 IMAP_PORT = 993
+NGINX_PORTS = (443, 8443, 8484)
+NGINX_USER = "www-data"
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -106,10 +112,12 @@ def ensure_vmail(log):
 
 
 def make_certificate(cert, key, domain):
-    """A self-signed certificate for `domain` and 127.0.0.1 (kept if already there)."""
+    """A self-signed certificate for `domain`, www. and mta-sts. of it, and 127.0.0.1
+    (kept if already there)."""
     if cert.exists() and key.exists():
         return
     cert.parent.mkdir(parents=True, exist_ok=True)
+    names = f"DNS:{domain},DNS:www.{domain},DNS:mta-sts.{domain},IP:127.0.0.1"
     subprocess.run(
         [
             "openssl",
@@ -123,7 +131,7 @@ def make_certificate(cert, key, domain):
             "-subj",
             f"/CN={domain}",
             "-addext",
-            f"subjectAltName=DNS:{domain},IP:127.0.0.1",
+            f"subjectAltName={names}",
             "-keyout",
             str(key),
             "-out",
@@ -207,6 +215,7 @@ class Relay:
         notification_url=None,
         log=print,
         ini_extra=None,
+        ca_dir=None,
     ):
         self.state_dir = Path(state_dir).resolve()
         self.netns = netns
@@ -214,6 +223,8 @@ class Relay:
         self._mail_domain = mail_domain
         self._notification_url = notification_url
         self._ini_extra = dict(ini_extra or {})
+        # a test CA (testca.py) issues the certificate; None: a self-signed one
+        self.ca_dir = Path(ca_dir).resolve() if ca_dir else None
         self._config_path = Path(config_path).resolve() if config_path else None
         self.pids = {}
         self.skipped = []
@@ -267,7 +278,12 @@ class Relay:
         self.config = read_config(self.config_path)
         push = push_script_text() is not None
         uid = pwd.getpwnam(VMAIL).pw_uid if _has_user(VMAIL) else 500
-        self.layout = local_layout(self.state_dir, push=push, first_valid_uid=min(uid, 500))
+        self.layout = local_layout(
+            self.state_dir,
+            push=push,
+            first_valid_uid=min(uid, 500),
+            self_signed=self.ca_dir is None,
+        )
 
     # -- running commands ---------------------------------------------------------------
 
@@ -366,8 +382,15 @@ class Relay:
             os.chown(opendkim_log, vmail.pw_uid, vmail.pw_gid)
 
         for path, text in render_relay(config, layout).items():
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-        make_certificate(layout.tls_cert, layout.tls_key, config.mail_domain)
+        self._prepare_web(vmail)
+        if self.ca_dir is not None:
+            names = relay_names(config.mail_domain)
+            webcert.issue(self.ca_dir, names, layout.tls_cert, layout.tls_key)
+        else:
+            make_certificate(layout.tls_cert, layout.tls_key, config.mail_domain)
+        self._run(["nginx", "-t", "-c", str(layout.web.nginx_conf)], "nginx -t")
         # Creates the queue subdirectories and checks ownership.
         self._run(["postfix", "-c", str(layout.postfix_config_dir), "check"], "postfix check")
         if dkim is not None:
@@ -377,6 +400,15 @@ class Relay:
     def dkim(self):
         """The relay's OpenDKIM layout, None when it does not sign (IP-only relay)."""
         return signing_layout(self.config, self.layout.dkim)
+
+    def _prepare_web(self, vmail):
+        """nginx's temp dirs (written by its workers) and chatmail-web's socket directory."""
+        web = self.layout.web
+        www = pwd.getpwnam(NGINX_USER)
+        web.temp_dir.mkdir(parents=True, exist_ok=True)
+        os.chown(web.temp_dir, www.pw_uid, www.pw_gid)
+        web.web_socket.parent.mkdir(parents=True, exist_ok=True)
+        os.chown(web.web_socket.parent, vmail.pw_uid, vmail.pw_gid)
 
     # -- starting -----------------------------------------------------------------------
 
@@ -437,7 +469,7 @@ class Relay:
                 )
         self.prepare()
         if self.netns:
-            names = [self.config.mail_domain, socket.gethostname()]
+            names = [*host_names(self.config.mail_domain), socket.gethostname()]
             netns_mod.create(self.netns, names)
         self.pids = {}
         self.skipped = []
@@ -458,6 +490,8 @@ class Relay:
                 self.in_netns(["postfix", "-c", str(self.layout.postfix_config_dir), "start"]),
                 "postfix start",
             )
+            nginx = ["nginx", "-c", str(self.layout.web.nginx_conf)]
+            self._run(self.in_netns(nginx), "nginx start")
             self.wait_ready()
         except BaseException:
             self.down()
@@ -493,6 +527,8 @@ class Relay:
         )
         for port in ports:
             checks.append((f"postfix:{port}", port_open(port)))
+        for port in NGINX_PORTS:
+            checks.append((f"nginx:{port}", port_open(port)))
         return checks
 
     def _endpoint_check(self, spec):
@@ -584,6 +620,12 @@ class Relay:
         except (OSError, ValueError):
             return None
 
+    def _nginx_master_pid(self):
+        try:
+            return int(self.layout.web.pid.read_text())
+        except (OSError, ValueError):
+            return None
+
     def _dovecot_master_pid(self):
         try:
             return int((self.layout.dovecot_base_dir / "master.pid").read_text())
@@ -597,6 +639,11 @@ class Relay:
         # stopping now, while Postfix and Dovecot stop.
         self._terminate("opendkim", self.pids.get("opendkim"))
         if layout is not None:
+            master = self._nginx_master_pid()
+            if master and _pid_alive(master) and "nginx" in _cmdline(master):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(master, signal.SIGTERM)  # fast shutdown
+                self._wait_gone(master)
             master = self._postfix_master_pid()
             if master and _pid_alive(master):
                 with contextlib.suppress(RelayError):
@@ -636,6 +683,8 @@ class Relay:
             result["postfix"] = bool(master and _pid_alive(master))
             master = self._dovecot_master_pid()
             result["dovecot"] = bool(master and _pid_alive(master))
+            master = self._nginx_master_pid()
+            result["nginx"] = bool(master and _pid_alive(master))
         for name, pid in self.pids.items():
             result[name] = _pid_alive(pid)
         return result
@@ -692,7 +741,11 @@ Point a Delta Chat client at it (advanced login settings):
   IMAP       server {host}, port {IMAP_PORT}, SSL/TLS
   SMTP       server {host}, port 465 SSL/TLS (or 587 STARTTLS)
   certificate checks: accept invalid certificates (the certificate is self-signed)
-  port 25 takes mail from other servers (STARTTLS required){metrics}{dkim}{skipped}
+  port 25 takes mail from other servers (STARTTLS required)
+
+Web front (nginx): https://{c.mail_domain}/ (website, autoconfig, MTA-STS);
+  a new account: curl -k -X POST https://{c.mail_domain}/new
+  port 443 also carries IMAP and SMTP for clients that offer ALPN imap/smtp{metrics}{dkim}{skipped}
 
 Stop it with: python -m chatmaild.relay down --state-dir {self.state_dir}"""
 

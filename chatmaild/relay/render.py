@@ -12,6 +12,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from chatmaild.housekeeping.credentials import uses_self_signed_cert
 from chatmaild.relay import options
 from chatmaild.relay.opendkim import (
     DkimLayout,
@@ -19,6 +20,7 @@ from chatmaild.relay.opendkim import (
     production_dkim_layout,
     render_opendkim,
 )
+from chatmaild.relay.weblayout import WebLayout, local_web_layout, production_web_layout
 
 TEMPLATE_PACKAGE = "chatmaild.relay"
 PLACEHOLDER = re.compile(r"\{\{ ([a-z0-9_]+) \}\}")
@@ -75,6 +77,8 @@ class Layout:
     imap_login_min_avail: int = 10
     # Dovecot's quota_warning script: trims a mailbox that reached 90% of its quota to 70%
     quota_expire_command: Path = Path("/usr/local/lib/chatmaild/venv/bin/chatmail-quota-expire")
+    # nginx and the web root (weblayout.py); None: no web front rendered
+    web: WebLayout | None = None
 
 
 def production_layout(config, push=True):
@@ -97,14 +101,17 @@ def production_layout(config, push=True):
         mynetworks="127.0.0.0/8" if ipv4_only else Layout.mynetworks,
         dovecot_listen="*" if ipv4_only else Layout.dovecot_listen,
         dkim=production_dkim_layout(),
+        web=production_web_layout(config, self_signed=uses_self_signed_cert(config)),
     )
 
 
-def local_layout(state_dir, push=True, first_valid_uid=500):
+def local_layout(state_dir, push=True, first_valid_uid=500, self_signed=True):
     """A private relay instance with every file, socket and log under `state_dir`.
 
     Loopback only, no chroot, no syslog, no aliases, small Dovecot process pools; its own
     OpenDKIM (configuration and key under `state_dir`, socket in the private queue).
+    `self_signed`: the certificate is not from a CA (the web front then answers GET /new
+    instead of redirecting to dcaccount:).
     """
     s = Path(state_dir)
     return Layout(
@@ -134,6 +141,7 @@ def local_layout(state_dir, push=True, first_valid_uid=500):
         default_client_limit=1000,
         imap_login_min_avail=1,
         quota_expire_command=Path(sys.executable).parent / "chatmail-quota-expire",
+        web=local_web_layout(s, self_signed=self_signed),
     )
 
 
@@ -238,7 +246,9 @@ def push_script_text():
 
 
 def render_relay(config, layout):
-    """{absolute path: text} of every Postfix, Dovecot and OpenDKIM file of the relay."""
+    """{absolute path: text} of every Postfix, Dovecot, OpenDKIM and nginx file of the relay."""
+    from .nginx import render_nginx  # nginx.py builds on this module
+
     values = template_values(config, layout)
     files = {}
     for out, tpl in POSTFIX_FILES.items():
@@ -251,4 +261,5 @@ def render_relay(config, layout):
             raise FileNotFoundError("push_notification.lua is not installed (chatmaild.metadata)")
         files[layout.push_notification_lua] = script
     files.update(render_opendkim(config, layout.dkim))
+    files.update(render_nginx(config, layout))
     return files

@@ -71,6 +71,7 @@ def test_up_status_down(cli_state):
     status = _status(state)
     assert status.returncode == 0, status.stdout
     assert "postfix" in status.stdout and "dovecot" in status.stdout
+    assert "nginx" in status.stdout and "web" in status.stdout
     assert tcp_port_open(netns, 465) and tcp_port_open(netns, 993)
 
     again = subprocess.run(

@@ -60,6 +60,10 @@ EXPECTED_EXEC = {
         f"{VENV_BIN}/chatmail-metadata /run/chatmail-metadata/metadata.socket {CHATMAIL_INI}"
     ),
     "chatmail-expire.service": f"{VENV_BIN}/chatmail-expire {CHATMAIL_INI} --remove",
+    # /new behind nginx (upstream: the newemail CGI behind fcgiwrap)
+    "chatmail-web.service": (
+        f"{VENV_BIN}/chatmail-web {CHATMAIL_INI} --listen unix:/run/chatmail-web/web.socket"
+    ),
     "chatmail-fsreport.service": (
         f"{VENV_BIN}/chatmail-fsreport {CHATMAIL_INI} --textfile /var/lib/prometheus/node-exporter"
     ),
@@ -110,6 +114,7 @@ def test_the_unit_set_is_complete():
         "chatmail-expire.timer",
         "chatmail-fsreport.service",
         "chatmail-fsreport.timer",
+        "chatmail-web.service",
     } <= names
     assert {p.parent.name for p in dropin_files()} == {f"{s}.service.d" for s in BASE_UNITS}
 
@@ -253,12 +258,15 @@ def test_command_lines_match_existing_relays(name):
         ("doveauth.service", "doveauth"),
         ("lastlogin.service", "chatmail-lastlogin"),
         ("chatmail-metadata.service", "chatmail-metadata"),
+        ("chatmail-web.service", "chatmail-web"),
     ],
 )
 def test_socket_lives_in_the_runtime_directory(name, runtime_dir):
     unit = Unit.load(SYSTEMD_DIR / name)
     assert unit.all("RuntimeDirectory") == [runtime_dir]
     socket_path = unit.exec_start()[1]
+    if socket_path.endswith(".ini"):  # chatmail-web: CONFIG --listen unix:SOCKET
+        socket_path = unit.exec_start()[-1].removeprefix("unix:")
     assert os.path.dirname(socket_path) == f"/run/{runtime_dir}"
     assert unit.get("UMask") == "0077"
 
@@ -310,6 +318,7 @@ def test_write_paths_are_only_the_needed_ones(path):
         "chatmail-fsreport.service": {"/var/lib/prometheus/node-exporter"},
         "chatmail-extra-metrics.service": {"/var/lib/prometheus/node-exporter"},
         "chatmail-logmetrics.service": set(),
+        "chatmail-web.service": set(),  # reads the mailboxes (BindReadOnlyPaths) only
     }[path.name]
     assert writable == expected
 
