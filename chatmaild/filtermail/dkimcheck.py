@@ -8,8 +8,9 @@ any other IP literal, or one without a known client address, fails. DMARC, SPF a
 are not consulted.
 
 Two steps around the DNS lookups, which the caller does:
-1. `screen(message)` finds the From domain and the aligned signatures and answers the key
-   names to fetch, or decides at once (exempt, or refused without any DNS query).
+1. `screen(message, client_addr)` finds the From domain and the aligned signatures and
+   answers the key names to fetch, or decides at once (exempt, or refused without any DNS
+   query).
 2. `verify(message, screening, keys)` verifies the aligned signatures with the fetched TXT
    records.
 
