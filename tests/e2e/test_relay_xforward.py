@@ -6,16 +6,11 @@ so this module brings up a second relay, in its own network namespace, with the 
 as in production. Nothing there serves DKIM keys: the IP-literal path must not need any.
 """
 
-import os
-import shutil
 import smtplib
-import tempfile
 
 import pytest
 
-from chatmaild.relay.instance import Relay
-
-from .conftest import E2ERelay, relay_prerequisites
+from .conftest import E2ERelay, running_relay
 from .helpers import encrypted_message
 
 EXEMPT = "DKIM exempt: IP literal [127.0.0.1] is the client address"
@@ -24,21 +19,11 @@ DKIM_550 = b"5.7.1 No valid DKIM signature found"
 
 @pytest.fixture(scope="module")
 def dkim_relay():
-    relay_prerequisites()
-    state_dir = tempfile.mkdtemp(prefix="chatmaild-e2e-dkim-", dir="/tmp")
-    instance = Relay(state_dir, netns=f"chatmaild-e2e-dkim-{os.getpid()}", log=lambda _: None)
-    try:
-        instance.up()
+    with running_relay("chatmaild-e2e-dkim", log=lambda _: None) as instance:
         assert instance.config.filtermail_dkim_check  # the default, not turned off
         relay = E2ERelay(instance, None)
         relay.require_daemons("doveauth", "filtermail-incoming")
         yield relay
-    finally:
-        instance.down()
-        if os.environ.get("CHATMAILD_E2E_KEEP"):
-            print(f"relay state kept in {state_dir}")
-        else:
-            shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def test_ip_literal_of_the_connecting_client_passes(dkim_relay):
