@@ -81,12 +81,16 @@ async def main():
         await client.close()
         client = await Client.connect(10081)
         # DKIM verification is on by default; no resolver answers inside the namespace,
-        # so: unsigned mail is refused without DNS, an IP-literal sender is exempt.
+        # so: unsigned mail is refused without DNS, an IP-literal sender is exempt when
+        # Postfix forwards that address as the client's (XFORWARD ADDR).
         result["incoming_unsigned"] = await client.send_mail(
             SENDER, ["bob@eijo.im"], plain_mail(to="bob@eijo.im")
         )
         result["incoming"] = await client.send_mail(
-            "alice@[192.0.2.1]", ["bob@eijo.im"], plain_mail("alice@[192.0.2.1]", "bob@eijo.im")
+            "alice@[192.0.2.1]",
+            ["bob@eijo.im"],
+            plain_mail("alice@[192.0.2.1]", "bob@eijo.im"),
+            xforward=b"ADDR=192.0.2.1",
         )
         await client.close()
         result["outgoing_identical"] = [m.data for m in out_sink.messages] == [message]

@@ -146,8 +146,16 @@ class Client:
         self.writer.write(line + b"\r\n")
         return await self.reply()
 
-    async def send_mail(self, mail_from, rcpts, data: bytes, params=b""):
-        """One transaction in lock-step like Postfix; returns the final (code, text)."""
+    async def send_mail(self, mail_from, rcpts, data: bytes, params=b"", xforward=b""):
+        """One transaction in lock-step like Postfix; returns the final (code, text).
+
+        `xforward` (e.g. b"ADDR=192.0.2.1"): an XFORWARD command first, as Postfix sends
+        the client's attributes to a filter that announces XFORWARD.
+        """
+        if xforward:
+            code, text = await self.cmd(b"XFORWARD " + xforward)
+            if code != 250:
+                return code, text
         code, text = await self.cmd(b"MAIL FROM:<" + mail_from.encode() + b">" + params)
         if code != 250:
             return code, text

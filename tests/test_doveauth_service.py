@@ -3,7 +3,7 @@
 import asyncio
 import json
 import logging
-import os
+import socket
 import subprocess
 import threading
 import time
@@ -239,9 +239,9 @@ async def test_unknown_keys_and_writes(auth):
     assert replies[2].startswith("F")
 
 
-def _run_daemon(socket, ini):
+def _run_daemon(socket_path, ini):
     return subprocess.Popen(
-        daemon_argv("chatmaild.doveauth", socket, ini),
+        daemon_argv("chatmaild.doveauth", socket_path, ini),
         env=daemon_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -250,11 +250,17 @@ def _run_daemon(socket, ini):
 
 
 def _wait_socket(path, proc):
+    """Until the daemon accepts connections (the file exists between bind and listen)."""
     deadline = time.monotonic() + 10
-    while not os.path.exists(path):
+    while True:
         assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline, "socket did not appear"
-        time.sleep(0.02)
+        assert time.monotonic() < deadline, "socket did not accept connections"
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(path))
+                return
+            except OSError:
+                time.sleep(0.02)
 
 
 async def test_two_daemons_race_for_one_address(tmp_path):

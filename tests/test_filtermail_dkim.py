@@ -171,11 +171,100 @@ def test_dns_error_is_temporary():
     assert result == DkimResult(TEMPORARY, f"DNS timeout for {NAME}")
 
 
-@pytest.mark.parametrize("literal", ["[192.0.2.1]", "[IPv6:2001:db8::1]"])
-def test_ip_literal_sender_is_exempt(literal):
-    screening = screen(message(sender=f"alice@{literal}"))
-    assert screening.key_names == ()
-    assert screening.result == DkimResult(EXEMPT, f"IP literal {literal}")
+IP_LITERAL_CASES = [
+    # (From domain, XFORWARD ADDR as Postfix sends it, outcome, reason)
+    ("[192.0.2.1]", "192.0.2.1", EXEMPT, "IP literal [192.0.2.1] is the client address"),
+    (
+        "[IPv6:2001:db8::1]",
+        "IPv6:2001:db8::1",
+        EXEMPT,
+        "IP literal [IPv6:2001:db8::1] is the client address",
+    ),
+    (
+        "[ipv6:2001:DB8:0::1]",
+        "IPV6:2001:db8::0:1",
+        EXEMPT,
+        "IP literal [ipv6:2001:DB8:0::1] is the client address",
+    ),
+    ("[2001:db8::1]", "IPv6:2001:db8::1", EXEMPT, "IP literal [2001:db8::1] is the client address"),
+    (
+        "[IPv6:::ffff:192.0.2.1]",
+        "192.0.2.1",
+        EXEMPT,
+        "IP literal [IPv6:::ffff:192.0.2.1] is the client address",
+    ),
+    (
+        "[192.0.2.1]",
+        "IPv6:::ffff:192.0.2.1",
+        EXEMPT,
+        "IP literal [192.0.2.1] is the client address",
+    ),
+    ("[10.9.9.9]", "192.0.2.1", FAIL, "IP literal [10.9.9.9] is not the client address 192.0.2.1"),
+    (
+        "[IPv6:2001:db8::2]",
+        "IPv6:2001:db8::1",
+        FAIL,
+        "IP literal [IPv6:2001:db8::2] is not the client address 2001:db8::1",
+    ),
+    (
+        "[IPv6:2001:db8::1]",
+        "192.0.2.1",
+        FAIL,
+        "IP literal [IPv6:2001:db8::1] is not the client address 192.0.2.1",
+    ),
+    ("[192.0.2.1]", None, FAIL, "IP literal [192.0.2.1] and no client address (XFORWARD ADDR)"),
+    (
+        "[IPv6:2001:db8::1]",
+        None,
+        FAIL,
+        "IP literal [IPv6:2001:db8::1] and no client address (XFORWARD ADDR)",
+    ),
+    (
+        "[192.0.2.1]",
+        "client.example",
+        FAIL,
+        "IP literal [192.0.2.1]: client address client.example is no IP",
+    ),
+    (
+        "[192.0.2.1]",
+        "IPv6:192.0.2.1",
+        FAIL,
+        "IP literal [192.0.2.1]: client address IPv6:192.0.2.1 is no IP",
+    ),
+    (
+        "[IPv6:192.0.2.1]",
+        "192.0.2.1",
+        FAIL,
+        "From domain [IPv6:192.0.2.1] is not an IP address literal",
+    ),
+    (
+        "[192.000.002.001]",
+        "192.0.2.1",
+        FAIL,
+        "From domain [192.000.002.001] is not an IP address literal",
+    ),
+    (
+        "[mail.example]",
+        "192.0.2.1",
+        FAIL,
+        "From domain [mail.example] is not an IP address literal",
+    ),
+]
+
+
+@pytest.mark.parametrize("literal, client_addr, outcome, reason", IP_LITERAL_CASES)
+def test_ip_literal_sender_is_exempt_only_from_its_own_address(
+    literal, client_addr, outcome, reason
+):
+    screening = screen(message(sender=f"alice@{literal}"), client_addr)
+    assert screening.key_names == ()  # decided without DNS either way
+    assert screening.result == DkimResult(outcome, reason)
+
+
+def test_ip_literal_never_exempts_signatures_of_a_domain():
+    """A DNS-name From ignores the client address: its own key decides."""
+    signed = sign(message(), DOMAIN, KEY)
+    assert screen(signed, "192.0.2.1").key_names == (NAME,)
 
 
 def test_multiple_signatures_one_good_aligned_passes():
@@ -271,10 +360,17 @@ LINE = "Incoming: Filtering encrypted mail."
     [
         (DkimResult(PASS, "d=x s=y"), None, None, LINE),
         (
-            DkimResult(EXEMPT, "IP literal [192.0.2.1]"),
+            DkimResult(EXEMPT, "IP literal [192.0.2.1] is the client address"),
             None,
             None,
-            f"{LINE} DKIM exempt: IP literal [192.0.2.1]",
+            f"{LINE} DKIM exempt: IP literal [192.0.2.1] is the client address",
+        ),
+        (
+            DkimResult(FAIL, "IP literal [10.9.9.9] is not the client address 192.0.2.1"),
+            550,
+            "5.7.1 No valid DKIM signature found",
+            f"{LINE} DKIM failed for mail from <alice@sender.example>: "
+            "IP literal [10.9.9.9] is not the client address 192.0.2.1",
         ),
         (
             DkimResult(FAIL, "no signature"),

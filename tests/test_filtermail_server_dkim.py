@@ -137,7 +137,9 @@ async def test_dns_down_gets_451_and_reaches_nothing(tmp_path, sink, caplog):
             assert await client.send_mail(SENDER, [LOCAL], encrypted()) == DKIM_550
             # an IP-only relay needs no DNS either
             literal = "alice@[192.0.2.1]"
-            code, text = await client.send_mail(literal, [LOCAL], encrypted(literal))
+            code, text = await client.send_mail(
+                literal, [LOCAL], encrypted(literal), xforward=b"ADDR=192.0.2.1"
+            )
             assert code == 250, text
             await client.close()
             assert f.server.handler.metrics.outcome["dkim_temporary"].value == 2
@@ -147,7 +149,10 @@ async def test_dns_down_gets_451_and_reaches_nothing(tmp_path, sink, caplog):
         "Incoming: Filtering encrypted mail. DKIM temporary failure for mail from "
         f"<{SENDER}>: DNS timeout for {name}"
     )
-    assert lines[-1] == "Incoming: Filtering encrypted mail. DKIM exempt: IP literal [192.0.2.1]"
+    assert lines[-1] == (
+        "Incoming: Filtering encrypted mail. DKIM exempt: IP literal [192.0.2.1] is the client"
+        " address"
+    )
 
 
 async def test_cleartext_refused_by_policy_before_any_dns(tmp_path, sink, unbound):

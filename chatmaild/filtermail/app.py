@@ -33,6 +33,10 @@ log = logging.getLogger("filtermail")
 
 MODES = ("outgoing", "incoming")
 LISTEN_HOST = "127.0.0.1"
+# What filtermail asks Postfix's before-queue proxy to forward (XFORWARD): incoming needs
+# the client address for IP-literal senders; outgoing uses none, and announcing it would
+# cost every submitted message one more lock-step command.
+XFORWARD = {"outgoing": (), "incoming": ("ADDR",)}
 
 
 def ports(config, mode: str) -> tuple[int, int]:
@@ -110,7 +114,8 @@ class FilterHandler(Handler):
         else:
             verdict, line = check_incoming(env, tx.data, self.config, self.enforces_e2ee)
             if verdict is None and self.key_fetcher is not None:
-                verdict, line = check_dkim(await self.verify_dkim(tx.data), env, line)
+                result = await self.verify_dkim(tx.data, tx.client_addr)
+                verdict, line = check_dkim(result, env, line)
         decided = time.perf_counter()
         metrics.decision_seconds.observe(decided - started)
         metrics.received_bytes.inc(len(tx.data))
@@ -131,9 +136,12 @@ class FilterHandler(Handler):
             )
         return reply
 
-    async def verify_dkim(self, data: bytes) -> DkimResult:
-        """Screen without DNS, fetch the keys of the aligned signatures, verify."""
-        screening = screen(data)
+    async def verify_dkim(self, data: bytes, client_addr: str | None = None) -> DkimResult:
+        """Screen without DNS, fetch the keys of the aligned signatures, verify.
+
+        `client_addr` (XFORWARD ADDR) decides an IP-literal From (dkimcheck.check_ip_literal).
+        """
+        screening = screen(data, client_addr)
         if screening.result is not None:
             return screening.result
         keys = await self.key_fetcher.lookup_many(screening.key_names)
@@ -157,7 +165,11 @@ def build_server(
     port, reinject_port = ports(config, mode)
     reinjector = Reinjector(LISTEN_HOST, reinject_port, local_hostname="localhost")
     handler = FilterHandler(mode, config, reinjector, metrics=metrics, key_fetcher=key_fetcher)
-    settings = ServerSettings(hostname=config.mail_domain, max_message_size=config.max_message_size)
+    settings = ServerSettings(
+        hostname=config.mail_domain,
+        max_message_size=config.max_message_size,
+        xforward=XFORWARD[mode],
+    )
     server = SMTPServer(
         handler,
         LISTEN_HOST,

@@ -2,12 +2,15 @@
 
 The rule (upstream filtermail, federation notes): a message passes when at least one
 DKIM-Signature whose `d=` equals the `From:` header domain (strict alignment, case-insensitive,
-like DMARC `adkim=s`) verifies. `From: x@[1.2.3.4]` (an IP-only relay) is exempt. DMARC, SPF
-and iprev are not consulted.
+like DMARC `adkim=s`) verifies. `From: x@[1.2.3.4]` (an IP-only relay) is exempt when the
+literal is the address of the connecting client (XFORWARD ADDR from Postfix), as upstream;
+any other IP literal, or one without a known client address, fails. DMARC, SPF and iprev
+are not consulted.
 
 Two steps around the DNS lookups, which the caller does:
-1. `screen(message)` finds the From domain and the aligned signatures and answers the key
-   names to fetch, or decides at once (exempt, or refused without any DNS query).
+1. `screen(message, client_addr)` finds the From domain and the aligned signatures and
+   answers the key names to fetch, or decides at once (exempt, or refused without any DNS
+   query).
 2. `verify(message, screening, keys)` verifies the aligned signatures with the fetched TXT
    records.
 
@@ -26,6 +29,7 @@ import base64
 import binascii
 import functools
 import hashlib
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -158,6 +162,41 @@ def is_ip_literal(domain: str) -> bool:
     return domain.startswith("[") and domain.endswith("]")
 
 
+def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An IP address as in an address literal or XFORWARD ADDR, or None.
+
+    `IPv6:` (any case) may come first and then requires IPv6; an IPv4-mapped IPv6 address
+    is taken as the IPv4 address (one host, two spellings).
+    """
+    tagged = text[:5].lower() == "ipv6:"
+    try:
+        ip = ipaddress.IPv6Address(text[5:]) if tagged else ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def check_ip_literal(literal: str, client_addr: str | None) -> DkimResult:
+    """`From: x@[literal]`: exempt only when the literal is the connecting client's address.
+
+    `client_addr` is Postfix's XFORWARD ADDR (None: not forwarded, so no exemption). An
+    IP literal has no DKIM key, so anything else fails without a DNS query.
+    """
+    ip = parse_ip(literal[1:-1])
+    if ip is None:
+        return DkimResult(FAIL, f"From domain {literal} is not an IP address literal")
+    if client_addr is None:
+        return DkimResult(FAIL, f"IP literal {literal} and no client address (XFORWARD ADDR)")
+    client = parse_ip(client_addr)
+    if client is None:
+        return DkimResult(FAIL, f"IP literal {literal}: client address {client_addr} is no IP")
+    if ip != client:
+        return DkimResult(FAIL, f"IP literal {literal} is not the client address {client}")
+    return DkimResult(EXEMPT, f"IP literal {literal} is the client address")
+
+
 def from_domain(headers) -> tuple[str | None, str]:
     """(the From address's domain as written, "") or (None, why not)."""
     values = [value for name, value in headers if name.lower() == b"from"]
@@ -201,8 +240,11 @@ def signed_fields(tags: dict) -> list[bytes]:
     return [name.lower() for name in _H_SPLIT_RE.split(tags[b"h"].strip())]
 
 
-def screen(message: bytes) -> Screening:
-    """Find the From domain and the aligned, usable signatures (no DNS)."""
+def screen(message: bytes, client_addr: str | None = None) -> Screening:
+    """Find the From domain and the aligned, usable signatures (no DNS).
+
+    `client_addr`: the connecting client's address (XFORWARD ADDR) for an IP-literal From.
+    """
     block, body_start = split_header_block(message)
     try:
         headers = tuple(header_fields(block))
@@ -212,7 +254,7 @@ def screen(message: bytes) -> Screening:
     if domain is None:
         return _fail(why)
     if is_ip_literal(domain):
-        return Screening(domain, DkimResult(EXEMPT, f"IP literal {domain}"))
+        return Screening(domain, check_ip_literal(domain, client_addr))
     normalized = normalize_domain(domain)
     if normalized is None:
         return _fail(f"From domain {domain} is not a DNS name", domain)

@@ -16,6 +16,14 @@ Wire decisions (see docs/fm-server.md):
   the reader only looks for the final dot, then replies 552; the session stays usable.
 - EOF inside DATA aborts the transaction (Postfix sends QUIT inside the data stream and
   closes when it gives up on a message): that QUIT is data, and nothing is handed on.
+- XFORWARD (Postfix's XFORWARD_README): only when the server is built with attribute names
+  to announce (`xforward`); then EHLO says `XFORWARD <names>`, and the command is allowed
+  after HELO/EHLO outside a transaction (503 between MAIL and the end of DATA). The first
+  XFORWARD of a transaction starts from "all unavailable"; each one overwrites the
+  attributes it names, `[UNAVAILABLE]` (or `[TEMPUNAVAIL]`) erases one. Values are xtext.
+  The attributes go with the next transaction (`Transaction.xforward`) and are dropped at
+  its end (final dot, RSET) and at HELO/EHLO. A bad command changes nothing. Not
+  announced: `550 5.7.0` as Postfix answers a client it does not authorize.
 """
 
 import enum
@@ -24,6 +32,13 @@ from dataclasses import dataclass, field
 
 # An LF without the CR before it; one C-level scan (counting LF and CRLF takes two).
 _BARE_LF = re.compile(rb"\n(?<!\r\n)")
+
+# XFORWARD attribute names (Postfix 3.7 smtpd accepts these; its proxy client sends those
+# of NAME ADDR PORT HELO PROTO SOURCE that the filter announced) and "not known" values.
+XFORWARD_NAMES = frozenset({"NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE"})
+_XFORWARD_UNKNOWN = frozenset({"[UNAVAILABLE]", "[TEMPUNAVAIL]"})
+_XFORWARD_MAX_VALUE = 255  # xtext as sent (XFORWARD_README note 1)
+_XTEXT_HEX = re.compile(rb"\+([0-9A-Fa-f]{2})")
 
 
 class _Sentinel:
@@ -71,6 +86,14 @@ class Transaction:
     # how many line-start dots were unstuffed from `data` (None: not known); with 0, no
     # line of `data` starts with "." and it needs no dot stuffing when sent on
     unstuffed_dots: int | None = None
+    # XFORWARD attributes in force at MAIL, decoded, unavailable ones left out (None: the
+    # client sent no XFORWARD for this transaction)
+    xforward: dict | None = None
+
+    @property
+    def client_addr(self) -> str | None:
+        """XFORWARD ADDR as sent (IPv6 as `IPv6:...`), None when not forwarded."""
+        return self.xforward.get("ADDR") if self.xforward else None
 
     @property
     def smtputf8(self) -> bool:
@@ -136,6 +159,7 @@ _ALLOWED = {
     "MAIL": frozenset({State.READY}),
     "RCPT": frozenset({State.MAIL, State.RCPT}),
     "DATA": frozenset({State.RCPT}),
+    "XFORWARD": frozenset({State.READY}),
 }
 
 MAX_RECIPIENTS = 1000
@@ -150,7 +174,10 @@ class ServerConnection:
         max_line_length: int = 1000,
         max_recipients: int = MAX_RECIPIENTS,
         max_errors: int = MAX_ERRORS,
+        xforward: tuple[str, ...] = (),
     ):
+        if xforward and not XFORWARD_NAMES.issuperset(xforward):
+            raise ValueError(f"unknown XFORWARD attributes in {xforward}")
         self.hostname = hostname
         self.max_message_size = max_message_size
         self.max_line_length = max_line_length
@@ -159,6 +186,8 @@ class ServerConnection:
         self.state = State.INIT
         self.transaction: Transaction | None = None
         self._helo = ""
+        self._xforward_announced = bool(xforward)
+        self._xforward: dict | None = None  # attributes for the next transaction
         self._in = bytearray()
         self._out: list[bytes] = []
         self._events: list = []
@@ -180,6 +209,7 @@ class ServerConnection:
                     hostname,
                     "PIPELINING",
                     f"SIZE {max_message_size}",
+                    *([f"XFORWARD {' '.join(xforward)}"] if xforward else []),
                     "8BITMIME",
                     "SMTPUTF8",
                 ]
@@ -243,7 +273,9 @@ class ServerConnection:
         if reply is None or 200 <= reply.code < 300:
             self._reply(reply or OK)
             if isinstance(event, MailFrom):
-                self.transaction = Transaction(self._helo, event.address, event.params)
+                self.transaction = Transaction(
+                    self._helo, event.address, event.params, xforward=self._xforward
+                )
                 self.state = State.MAIL
             else:
                 self.transaction.rcpt_tos.append(event.address)
@@ -274,6 +306,7 @@ class ServerConnection:
 
     def _reset_transaction(self) -> None:
         self.transaction = None
+        self._xforward = None
         self.state = State.READY if self._helo else State.INIT
 
     def _error(self, reply: Reply) -> None:
@@ -329,6 +362,8 @@ class ServerConnection:
         method(self, arg.strip(b" "))
 
     def _out_of_order(self, name: str) -> Reply:
+        if name == "XFORWARD" and self.state is not State.INIT:
+            return Reply(503, "5.5.1 Error: MAIL transaction in progress")
         if self.state is State.INIT:
             return Reply(503, "5.5.1 Error: send HELO/EHLO first")
         if name == "MAIL":
@@ -343,6 +378,7 @@ class ServerConnection:
             return
         self._helo = arg.decode("utf-8", "surrogateescape")
         self.transaction = None
+        self._xforward = None
         self.state = State.READY
         self._reply(self._ehlo_reply if ehlo else Reply(250, self.hostname))
 
@@ -417,6 +453,23 @@ class ServerConnection:
 
     def _cmd_help(self, arg: bytes) -> None:
         self._reply(Reply(214, "2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY"))
+
+    def _cmd_xforward(self, arg: bytes) -> None:
+        if not self._xforward_announced:
+            self._error(Reply(550, "5.7.0 Error: insufficient authorization"))
+            return
+        parsed = parse_xforward(arg)
+        if isinstance(parsed, Reply):
+            self._error(parsed)
+            return
+        attrs = {} if self._xforward is None else self._xforward.copy()
+        for name, value in parsed:
+            if value is None:
+                attrs.pop(name, None)
+            else:
+                attrs[name] = value
+        self._xforward = attrs
+        self._reply(OK)
 
     def _cmd_not_implemented(self, arg: bytes) -> None:
         self._error(Reply(502, "5.5.1 Error: command not implemented"))
@@ -522,6 +575,7 @@ _COMMANDS = {
     "QUIT": ServerConnection._cmd_quit,
     "VRFY": ServerConnection._cmd_vrfy,
     "HELP": ServerConnection._cmd_help,
+    "XFORWARD": ServerConnection._cmd_xforward,
     "EXPN": ServerConnection._cmd_not_implemented,
     "STARTTLS": ServerConnection._cmd_not_implemented,
     "AUTH": ServerConnection._cmd_not_implemented,
@@ -529,6 +583,49 @@ _COMMANDS = {
     "TURN": ServerConnection._cmd_not_implemented,
     "ETRN": ServerConnection._cmd_not_implemented,
 }
+
+
+def parse_xforward(arg: bytes) -> list[tuple[str, str | None]] | Reply:
+    """`NAME=value ...` -> [(NAME, decoded value or None for unavailable)], or the 501.
+
+    Names are case-insensitive; values are xtext (RFC 1891: `+XX` for a byte). A decoded
+    byte outside printable ASCII becomes `?` (Postfix neuters such characters too), so a
+    value is one printable token; an ADDR so changed is simply no IP address.
+    """
+    words = arg.split()
+    if not words:
+        return Reply(501, "5.5.4 Syntax: XFORWARD attribute=value...")
+    out = []
+    for word in words:
+        key, eq, raw = word.partition(b"=")
+        if not eq or not raw:
+            return Reply(501, "5.5.4 Error: attribute=value expected")
+        name = key.decode("latin-1").upper()
+        if name not in XFORWARD_NAMES:
+            return Reply(501, f"5.5.4 Bad XFORWARD attribute name: {_token(name[:64])}")
+        if len(raw) > _XFORWARD_MAX_VALUE:
+            return Reply(501, f"5.5.4 Error: {name} value too long")
+        value = xtext_decode(raw)
+        if value is None:
+            return Reply(501, f"5.5.4 Bad {name} syntax")
+        out.append((name, None if value.upper() in _XFORWARD_UNKNOWN else value))
+    return out
+
+
+def xtext_decode(raw: bytes) -> str | None:
+    """RFC 1891 xtext -> text (bytes outside `!`..`~` as `?`); None if a `+` is not `+XX`."""
+    if b"+" in raw:
+        if raw.count(b"+") != len(_XTEXT_HEX.findall(raw)):
+            return None
+        raw = _XTEXT_HEX.sub(lambda m: bytes.fromhex(m[1].decode()), raw)
+    return _token(raw.decode("latin-1"))
+
+
+def _token(text: str) -> str:
+    """One printable ASCII word: anything else (space, control, non-ASCII) becomes `?`."""
+    if text.isascii() and text.isprintable() and " " not in text:
+        return text  # the usual case, three C-level scans
+    return "".join(c if "!" <= c <= "~" else "?" for c in text)
 
 
 def _parse_path(arg: bytes, keyword: bytes):

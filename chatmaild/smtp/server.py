@@ -75,6 +75,7 @@ class SMTPServerProtocol(asyncio.Protocol):
         self.conn = ServerConnection(
             hostname=self.settings.hostname,
             max_message_size=self.settings.max_message_size,
+            xforward=self.settings.xforward,
         )
         self.conn.greeting()
         transport.write(self.conn.data_to_send())
@@ -208,10 +209,12 @@ class ServerSettings:
         hostname: str = "localhost",
         max_message_size: int = 31457280,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        xforward: tuple[str, ...] = (),
     ):
         self.hostname = hostname
         self.max_message_size = max_message_size
         self.idle_timeout = idle_timeout
+        self.xforward = xforward  # XFORWARD attribute names to announce; () = none
 
 
 class SMTPServer:

@@ -6,8 +6,11 @@ network namespace, so the fixed ports (25, 465, 587, 993, 10025/6, 10080/1) neve
 Tests reach it through `RelayClients` (tests/e2e/helpers.py): Python clients open their
 sockets with the thread inside the namespace, subprocess clients (deltachat-rpc-server) run
 under `ip netns exec`. A local push notification server listens inside the namespace too.
+A module that needs a relay configured otherwise brings up its own with `running_relay`
+(test_relay_xforward.py: the DKIM check on).
 """
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -43,30 +46,36 @@ class E2ERelay(RelayClients):
             require(name not in self.relay.skipped, f"daemon {name} in this checkout")
 
 
-@pytest.fixture(scope="session")
-def relay():
+@contextlib.contextmanager
+def running_relay(name: str, **kwargs):
+    """A relay up in a fresh state dir under /tmp and namespace `<name>-<pid>`; down and
+    removed afterwards (the state is kept with CHATMAILD_E2E_KEEP)."""
     relay_prerequisites()
-    state_dir = tempfile.mkdtemp(prefix="chatmaild-e2e-", dir="/tmp")
-    netns = f"chatmaild-e2e-{os.getpid()}"
-    logs = []
-    instance = Relay(
-        state_dir,
-        netns=netns,
-        notification_url=f"http://127.0.0.1:{NOTIFY_PORT}/notify",
-        log=logs.append,
-        # the tests send unsigned mail to port 25, and no DNS serves keys in the namespace
-        ini_extra={"filtermail_dkim_check": "false"},
-    )
-    notifications = None
+    state_dir = tempfile.mkdtemp(prefix=f"{name}-", dir="/tmp")
+    instance = Relay(state_dir, netns=f"{name}-{os.getpid()}", **kwargs)
     try:
         instance.up()
-        notifications = NotificationServer(netns, NOTIFY_PORT)
-        yield E2ERelay(instance, notifications)
+        yield instance
     finally:
-        if notifications is not None:
-            notifications.close()
         instance.down()
         if os.environ.get("CHATMAILD_E2E_KEEP"):
             print(f"relay state kept in {state_dir}")
         else:
             shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def relay():
+    logs = []
+    with running_relay(
+        "chatmaild-e2e",
+        notification_url=f"http://127.0.0.1:{NOTIFY_PORT}/notify",
+        log=logs.append,
+        # the tests send unsigned mail to port 25, and no DNS serves keys in the namespace
+        ini_extra={"filtermail_dkim_check": "false"},
+    ) as instance:
+        notifications = NotificationServer(instance.netns, NOTIFY_PORT)
+        try:
+            yield E2ERelay(instance, notifications)
+        finally:
+            notifications.close()

@@ -260,6 +260,14 @@ class RelayClients:
         finally:
             client.close()
 
+    def send_port25(self, mail_from, rcpts, message):
+        """Send one message to port 25 (STARTTLS) from 127.0.0.1, as another relay would."""
+        client = self.smtp(25)
+        try:
+            return client.sendmail(mail_from, rcpts, message)
+        finally:
+            client.close()
+
     def imap(self, addr, password):
         with entered(self.netns):
             client = imaplib.IMAP4_SSL("127.0.0.1", 993, ssl_context=client_tls(), timeout=30)

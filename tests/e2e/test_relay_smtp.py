@@ -66,18 +66,10 @@ def test_rate_limit_is_a_temporary_error_after_the_burst(relay, pair):
     assert index >= burst
 
 
-def _send_port25(relay, mail_from, rcpt, msg):
-    client = relay.smtp(25)
-    try:
-        return client.sendmail(mail_from, [rcpt], msg)
-    finally:
-        client.close()
-
-
 def test_port25_encrypted_mail_is_delivered(relay, pair):
     (a, pa), _ = pair
     marker, msg = encrypted_message("someone@other.example", [a])
-    assert _send_port25(relay, "someone@other.example", a, msg) == {}
+    assert relay.send_port25("someone@other.example", [a], msg) == {}
     relay.wait_delivered(a, pa, marker)
 
 
@@ -86,7 +78,7 @@ def test_port25_cleartext_to_enforcing_address_is_refused(relay, pair):
     assert (relay.user_dir(a) / "enforceE2EEincoming").exists()
     marker, msg = cleartext_message("someone@other.example", [a])
     with pytest.raises(smtplib.SMTPDataError) as e:
-        _send_port25(relay, "someone@other.example", a, msg)
+        relay.send_port25("someone@other.example", [a], msg)
     assert e.value.smtp_code == 523
     assert not relay.inbox_has(a, pa, marker)
 
@@ -94,5 +86,5 @@ def test_port25_cleartext_to_enforcing_address_is_refused(relay, pair):
 def test_port25_mailer_daemon_report_passes(relay, pair):
     (a, pa), _ = pair
     marker, msg = mailer_daemon_report(a)
-    assert _send_port25(relay, "", a, msg) == {}
+    assert relay.send_port25("", [a], msg) == {}
     relay.wait_delivered(a, pa, marker)
