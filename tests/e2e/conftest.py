@@ -47,11 +47,14 @@ class E2ERelay(RelayClients):
 
 
 @contextlib.contextmanager
-def running_relay(name: str, **kwargs):
+def running_relay(name: str, with_ca=False, **kwargs):
     """A relay up in a fresh state dir under /tmp and namespace `<name>-<pid>`; down and
-    removed afterwards (the state is kept with CHATMAILD_E2E_KEEP)."""
+    removed afterwards (the state is kept with CHATMAILD_E2E_KEEP). `with_ca`: its
+    certificate comes from a test CA kept in `<state>/ca`."""
     relay_prerequisites()
     state_dir = tempfile.mkdtemp(prefix=f"{name}-", dir="/tmp")
+    if with_ca:
+        kwargs["ca_dir"] = os.path.join(state_dir, "ca")
     instance = Relay(state_dir, netns=f"{name}-{os.getpid()}", **kwargs)
     try:
         instance.up()

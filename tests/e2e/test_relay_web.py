@@ -22,10 +22,9 @@ from pathlib import Path
 import pytest
 
 from chatmaild.relay import testca
-from chatmaild.relay.instance import Relay
 from chatmaild.relay.netns import entered, exec_prefix, tcp_port_open
 
-from .conftest import E2ERelay, relay_prerequisites
+from .conftest import E2ERelay, running_relay
 from .helpers import client_tls, random_local_part
 from .web_helpers import Web, http2_first_frame_type, read_line, run_in_netns, tls_connect
 from conftest import require_tool
@@ -56,27 +55,16 @@ class WebRelay(E2ERelay):
 
 @pytest.fixture(scope="module")
 def web_relay():
-    relay_prerequisites()
     require_tool("nginx", "nft", "/usr/lib/nginx/modules/ngx_stream_module.so")
-    state_dir = tempfile.mkdtemp(prefix="chatmaild-e2e-web-", dir="/tmp")
     logs = []
-    instance = Relay(
-        state_dir,
-        netns=f"chatmaild-web-{os.getpid()}",
+    with running_relay(
+        "chatmaild-web",
+        with_ca=True,
         mail_domain=WEB_DOMAIN,
-        ca_dir=os.path.join(state_dir, "ca"),
         log=logs.append,
         ini_extra=PRIVACY,
-    )
-    try:
-        instance.up()
+    ) as instance:
         yield WebRelay(instance, testca.ca_cert_path(instance.ca_dir))
-    finally:
-        instance.down()
-        if os.environ.get("CHATMAILD_E2E_KEEP"):
-            print(f"relay state kept in {state_dir}")
-        else:
-            shutil.rmtree(state_dir, ignore_errors=True)
 
 
 @pytest.fixture
