@@ -12,7 +12,7 @@ import pytest
 from unbound_instance import Unbound, require_unbound, txt
 
 from chatmaild.filtermail.dkimcheck import KeyFound, KeyMissing, KeyTemporary
-from chatmaild.filtermail.dkimkeys import KeyFetcher
+from chatmaild.filtermail.dkimkeys import REFRESH_MIN_AGE, KeyFetcher
 
 ZONE = "sender.example"
 # as long as a 4096-bit key record: several TXT strings, over 512 bytes of answer
@@ -209,3 +209,20 @@ async def test_cancelled_lookup_does_not_strand_waiters():
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(waiter, 2)
         assert name not in fetcher._inflight
+
+
+async def test_refresh_asks_again_only_for_cached_answers_a_minute_old(unbound):
+    clock = FakeClock()
+    fetcher = fetcher_for(unbound, clock=clock)
+    name = f"s1._domainkey.{ZONE}"
+    await fetcher.lookup(name)
+    with Counted(unbound) as young:
+        assert await fetcher.refresh_many([name, f"s2._domainkey.{ZONE}"]) == {}
+    assert young.count == 0  # too young, and s2 was never cached
+    clock.now += REFRESH_MIN_AGE
+    with Counted(unbound) as old:
+        assert await fetcher.refresh_many([name, name.upper()]) == {
+            name: await fetcher.lookup(name)
+        }
+        assert await fetcher.refresh_many([name]) == {}  # just fetched again
+    assert old.count == 1

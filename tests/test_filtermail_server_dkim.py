@@ -13,7 +13,7 @@ from filtermail_samples import armor, encrypt, encrypted_mail, plain_mail
 from filtermail_server_helpers import Client, Filter, RecordingSink, closed_port
 from unbound_instance import Unbound, require_unbound, txt
 
-from chatmaild.filtermail.dkimkeys import KeyFetcher
+from chatmaild.filtermail.dkimkeys import REFRESH_MIN_AGE, KeyFetcher
 
 from conftest import daemon_argv, daemon_env, write_ini
 
@@ -32,6 +32,7 @@ def unbound(tmp_path_factory):
         DOMAIN: [
             (f"{SELECTOR}._domainkey", 300, "TXT", txt(KEY.record())),
             ("revoked._domainkey", 300, "TXT", txt("v=DKIM1; k=rsa; p=")),
+            ("rotated._domainkey", 3600, "TXT", txt(KEY.record())),
         ]
     }
     with Unbound(tmp_path_factory.mktemp("unbound"), zones) as server:
@@ -45,8 +46,8 @@ async def sink():
     await sink.stop()
 
 
-def dkim_filter(tmp_path, sink, nameserver, **params):
-    fetcher = KeyFetcher(nameserver, timeout=0.5)
+def dkim_filter(tmp_path, sink, nameserver, clock=time.monotonic, **params):
+    fetcher = KeyFetcher(nameserver, timeout=0.5, clock=clock)
     params.setdefault("filtermail_dkim_check", "true")
     return Filter(tmp_path, "incoming", sink.port, key_fetcher=fetcher, **params)
 
@@ -70,6 +71,34 @@ async def test_signed_encrypted_mail_is_reinjected_unchanged(tmp_path, sink, unb
         assert unbound.queries() - before == 1  # the key is cached by its TTL
         await client.close()
     assert [m.data for m in sink.messages] == [signed] * 3
+
+
+async def test_a_key_rotated_within_its_ttl_is_fetched_again(tmp_path, sink, unbound, caplog):
+    """A sender that replaced its key is refused only until our cached answer is a minute
+    old: the failing verification asks DNS again (once per name per REFRESH_MIN_AGE)."""
+    now = [1000.0]
+    old_mail = sign(encrypted(), DOMAIN, KEY, "rotated")
+    new_mail = sign(encrypted(), DOMAIN, WRONG_KEY, "rotated")
+    owner = f"rotated._domainkey.{DOMAIN}"
+    caplog.set_level(logging.INFO, logger="filtermail")
+    async with dkim_filter(tmp_path, sink, ("127.0.0.1", unbound.port), lambda: now[0]) as f:
+        client = await Client.connect(f.port)
+        before = unbound.queries()
+        assert (await client.send_mail(SENDER, [LOCAL], old_mail))[0] == 250
+        unbound.replace_record(owner, 3600, "TXT", txt(WRONG_KEY.record()))
+        # the cached answer is fresh: no new query, the new signature fails for now
+        assert await client.send_mail(SENDER, [LOCAL], new_mail) == DKIM_550
+        assert unbound.queries() - before == 1
+        now[0] += REFRESH_MIN_AGE
+        code, text = await client.send_mail(SENDER, [LOCAL], new_mail)
+        assert code == 250, text
+        assert unbound.queries() - before == 2
+        # mail signed with the retired key now fails; the fresh answer is not asked again
+        for _ in range(3):
+            assert await client.send_mail(SENDER, [LOCAL], old_mail) == DKIM_550
+        assert unbound.queries() - before == 2
+        await client.close()
+    assert [m.data for m in sink.messages] == [old_mail, new_mail]
 
 
 def tampered_body(mail: bytes) -> bytes:

@@ -151,6 +151,16 @@ class Unbound:
                 values[key] = float(value)
         return values
 
+    def replace_record(self, owner: str, ttl: int, rtype: str, rdata: str) -> None:
+        """Replace every record at `owner` (a full name) while unbound runs."""
+        for args in (
+            ("local_data_remove", owner),
+            ("local_data", f"{owner} {ttl} IN {rtype} {rdata}"),
+        ):
+            done = self._control(*args)
+            if done.returncode != 0 or "error" in done.stdout:
+                raise RuntimeError(f"unbound-control {args[0]}: {done.stderr or done.stdout}")
+
     def queries(self) -> int:
         """Queries unbound received since it started (all names, all types)."""
         return int(self.stats()["total.num.queries"])

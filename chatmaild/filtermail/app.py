@@ -17,7 +17,7 @@ from chatmaild.smtp.proto import MailFrom, MessageRefused, Reply, Transaction
 from chatmaild.smtp.reinject import Reinjector
 from chatmaild.smtp.server import Handler, ServerSettings, SMTPServer
 
-from .dkimcheck import DkimResult, screen, verify
+from .dkimcheck import FAIL, DkimResult, screen, verify
 from .dkimkeys import KeyFetcher
 from .policy import (
     Envelope,
@@ -144,8 +144,15 @@ class FilterHandler(Handler):
         screening = screen(data, client_addr)
         if screening.result is not None:
             return screening.result
-        keys = await self.key_fetcher.lookup_many(screening.key_names)
-        return verify(data, screening, keys)
+        fetcher = self.key_fetcher
+        keys = await fetcher.lookup_many(screening.key_names)
+        result = verify(data, screening, keys)
+        if result.outcome == FAIL:
+            # a key rotated (or newly published) within the TTL of our cached answer
+            fresh = await fetcher.refresh_many(screening.key_names)
+            if any(fresh[name] != keys.get(name) for name in fresh):
+                result = verify(data, screening, {**keys, **fresh})
+        return result
 
 
 def _printable(text: str) -> str:

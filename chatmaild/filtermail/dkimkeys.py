@@ -8,8 +8,12 @@ resolver, cached by their TTL, with concurrent lookups of one name sharing one q
 - Timeouts, SERVFAIL, REFUSED and other errors are temporary and never cached: the next
   message asks again (while a query for a name is in flight, further lookups wait for it).
 - The cache holds at most `max_entries` names; the least recently used go first.
+- After a verification failed with cached answers, `refresh_many` asks again for the names
+  whose answer is older than `REFRESH_MIN_AGE`: a sender that rotated its key (or published a
+  missing one) within our TTL is not refused with a permanent 550 until the TTL runs out.
 
-So there is at most one DNS query per key name per TTL, however many messages arrive at once.
+So there is at most one DNS query per key name per TTL, however many messages arrive at once,
+plus at most one per `REFRESH_MIN_AGE` while mail with failing signatures keeps arriving.
 """
 
 import asyncio
@@ -29,6 +33,8 @@ POSITIVE_TTL_MAX = 86400
 NEGATIVE_TTL_MAX = 300
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_MAX_ENTRIES = 10_000
+# a cached answer is asked for again after a failed verification only when at least this old
+REFRESH_MIN_AGE = 60.0
 
 
 def make_resolver(nameserver: tuple[str, int] | None, timeout: float) -> dns.asyncresolver.Resolver:
@@ -67,14 +73,15 @@ class KeyFetcher:
         self.max_entries = max_entries
         self.clock = clock
         self.queries = 0
-        self._cache: OrderedDict[str, tuple[float, KeyLookup]] = OrderedDict()
+        # name -> (expires, stored at, answer)
+        self._cache: OrderedDict[str, tuple[float, float, KeyLookup]] = OrderedDict()
         self._inflight: dict[str, asyncio.Future] = {}
 
     def cached(self, name: str) -> KeyLookup | None:
         entry = self._cache.get(name)
         if entry is None:
             return None
-        expires, result = entry
+        expires, _, result = entry
         if self.clock() >= expires:
             del self._cache[name]
             return None
@@ -112,8 +119,26 @@ class KeyFetcher:
         results = await asyncio.gather(*(self.lookup(name) for name in names))
         return dict(zip(names, results, strict=True))
 
+    async def refresh_many(self, names: Iterable[str]) -> dict[str, KeyLookup]:
+        """Ask DNS again for the cached `names` stored at least `REFRESH_MIN_AGE` ago.
+
+        Returns {name: new answer} only for the names asked again; {} when none was, so the
+        caller knows that re-verifying cannot change its verdict.
+        """
+        now = self.clock()
+        stale = []
+        for name in dict.fromkeys(n.lower().rstrip(".") for n in names):
+            entry = self._cache.get(name)
+            if entry is not None and now - entry[1] >= REFRESH_MIN_AGE:
+                del self._cache[name]
+                stale.append(name)
+        if not stale:
+            return {}
+        return await self.lookup_many(stale)
+
     def _store(self, name: str, result: KeyLookup, ttl: float) -> None:
-        self._cache[name] = (self.clock() + ttl, result)
+        now = self.clock()
+        self._cache[name] = (now + ttl, now, result)
         self._cache.move_to_end(name)
         while len(self._cache) > self.max_entries:
             self._cache.popitem(last=False)
