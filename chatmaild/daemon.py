@@ -6,6 +6,9 @@ A daemon that cannot listen (port taken, socket directory missing, no permission
 """
 
 import asyncio
+import errno
+import os
+import stat
 import sys
 
 
@@ -17,6 +20,18 @@ def listen_error(what, exc):
     """StartupError for an OSError raised while binding `what`."""
     reason = exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
     return StartupError(f"cannot listen on {what}: {reason}")
+
+
+def remove_stale_socket(path):
+    """A unix socket left at `path` by an earlier run goes; any other file there is an error
+    (FileExistsError, an OSError, so `listen_error` words it), never removed."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise FileExistsError(errno.EEXIST, "exists and is not a socket", os.fspath(path))
+    os.unlink(path)
 
 
 def loop_factory():

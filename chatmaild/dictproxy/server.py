@@ -11,11 +11,10 @@ import inspect
 import logging
 import os
 import signal
-import stat
 from collections import deque
 
 from chatmaild import daemon
-from chatmaild.daemon import listen_error
+from chatmaild.daemon import listen_error, remove_stale_socket
 
 from . import proto
 from .proto import (
@@ -385,20 +384,10 @@ class _ServerState:
         self.connections = set()
 
 
-def _remove_stale_socket(path):
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise FileExistsError(f"{path} exists and is not a socket")
-    os.unlink(path)
-
-
 async def serve_unix(path, service, backlog: int = 1024) -> asyncio.AbstractServer:
     """Listen on unix socket `path` (owner-only permissions; a stale socket file is replaced)."""
     path = os.fspath(path)
-    _remove_stale_socket(path)
+    remove_stale_socket(path)
     state = _ServerState()
     loop = asyncio.get_running_loop()
     old_umask = os.umask(0o077)

@@ -9,13 +9,12 @@ the connection. Parsing of the listen spec and of the request head is pure and t
 import asyncio
 import logging
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client.exposition import choose_encoder
 
-from chatmaild.daemon import listen_error
+from chatmaild.daemon import listen_error, remove_stale_socket
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +180,7 @@ async def start_exporter(spec: str | ListenSpec | None, registry) -> asyncio.Abs
 
     try:
         if spec.path is not None:
-            _remove_stale_socket(spec.path)
+            remove_stale_socket(spec.path)
             server = await loop.create_unix_server(factory, path=str(spec.path))
             os.chmod(spec.path, 0o660)
         else:
@@ -190,16 +189,6 @@ async def start_exporter(spec: str | ListenSpec | None, registry) -> asyncio.Abs
         raise listen_error(f"{spec.describe()} (metrics)", e) from None
     log.info("metrics endpoint on %s", spec.describe())
     return server
-
-
-def _remove_stale_socket(path: Path):
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise ValueError(f"{path} exists and is not a socket")
-    path.unlink()
 
 
 def bound_address(server: asyncio.AbstractServer) -> tuple[str, int] | str:

@@ -7,13 +7,11 @@ user, and the socket only offers what port 443 offers anyway.
 """
 
 import asyncio
-import errno
 import logging
 import os
 import signal
-import stat
 
-from ..daemon import listen_error
+from ..daemon import listen_error, remove_stale_socket
 from .httpproto import HttpError, RequestParser, response
 
 log = logging.getLogger("chatmaild.web")
@@ -69,17 +67,6 @@ class HttpConnection(asyncio.Protocol):
         self.connections.discard(self)
 
 
-def _remove_stale_socket(path):
-    """A socket left by an earlier run goes; any other file there is an error, not removed."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise FileExistsError(errno.EEXIST, "exists and is not a socket")
-    os.unlink(path)
-
-
 async def serve(app, listen):
     """Listen on `listen` (a metrics.exporter.ListenSpec); returns (server, connections)."""
     loop = asyncio.get_running_loop()
@@ -93,7 +80,7 @@ async def serve(app, listen):
         if listen.path is not None:
             path = os.fspath(listen.path)
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            _remove_stale_socket(path)
+            remove_stale_socket(path)
             server = await loop.create_unix_server(factory, path=path, backlog=1024)
             os.chmod(path, 0o666)
         else:
