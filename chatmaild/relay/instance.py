@@ -740,6 +740,13 @@ class Relay:
                 metrics = f"\n\nPrometheus metrics (e.g. `{run} {http[0]}`):"
             for name, url in urls.items():
                 metrics += f"\n  {name:{width}}  {url}"
+        # inside the namespace the hosts file maps the domain; on the machine's own loopback
+        # nothing does, so curl is told where it lives
+        curl = (
+            f"ip netns exec {self.netns} curl -k"
+            if self.netns
+            else f"curl -k --resolve {c.mail_domain}:443:127.0.0.1"
+        )
         dkim = ""
         if self.dkim_record:
             dkim = (
@@ -766,7 +773,7 @@ Point a Delta Chat client at it (advanced login settings):
   port 25 takes mail from other servers (STARTTLS required)
 
 Web front (nginx): https://{c.mail_domain}/ (website, autoconfig, MTA-STS);
-  a new account: curl -k -X POST https://{c.mail_domain}/new
+  a new account: {curl} -X POST https://{c.mail_domain}/new
   port 443 also carries IMAP and SMTP for clients that offer ALPN imap/smtp{metrics}{dkim}{skipped}
 
 Stop it with: python -m chatmaild.relay down --state-dir {self.state_dir}"""
