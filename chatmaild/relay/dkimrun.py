@@ -21,6 +21,7 @@ import time
 
 from chatmaild.relay.dkimkey import ensure_key
 from chatmaild.relay.opendkim import USER
+from chatmaild.relay.processes import read_pid
 
 SOCKET_WAIT = 10.0
 
@@ -74,13 +75,6 @@ def _is_socket(path):
         return stat.S_ISSOCK(path.stat().st_mode)
     except FileNotFoundError:
         return False
-
-
-def read_pid(path):
-    try:
-        return int(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def wait_pid_file(dkim, proc, timeout=SOCKET_WAIT):

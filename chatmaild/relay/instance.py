@@ -12,7 +12,6 @@ import grp
 import json
 import os
 import pwd
-import signal
 import socket
 import stat
 import subprocess
@@ -21,12 +20,13 @@ import time
 from pathlib import Path
 
 from chatmaild.metrics.exporter import parse_listen_spec
-from chatmaild.relay import dkimrun, webcert
+from chatmaild.relay import dkimrun, processes, webcert
 from chatmaild.relay import netns as netns_mod
 from chatmaild.relay.daemons import OPENDKIM_LOG, relay_daemons
 from chatmaild.relay.nginx import STREAM_MODULE
 from chatmaild.relay.opendkim import signing_layout, zone_line
 from chatmaild.relay.peering import Peering
+from chatmaild.relay.processes import pid_alive, read_pid
 from chatmaild.relay.render import local_layout, push_script_text, render_relay, substitute
 from chatmaild.relay.webcert import host_names, relay_names
 
@@ -52,6 +52,8 @@ NGINX_PORTS = (443, 8443, 8484)
 NGINX_USER = "www-data"
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
+# Postfix', Dovecot's and nginx's masters stop their children first
+MASTER_STOP_TIMEOUT = NGINX_STOP_TIMEOUT = 10.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -174,43 +176,6 @@ def _unix_socket_ready(path):
         return False
     finally:
         sock.close()
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours is not alive.
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            return False
-    return True
-
-
-def wait_exit(pid, timeout):
-    """Wait up to `timeout` s for `pid` to end, SIGKILL it if it did not; True when it
-    ended by itself. (A zombie child of ours counts as ended and is reaped.)"""
-    deadline = time.monotonic() + timeout
-    while _pid_alive(pid):
-        if time.monotonic() > deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            return False
-        time.sleep(0.02)
-    return True
-
-
-def _cmdline(pid):
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def _tail(path, lines=15):
@@ -521,10 +486,7 @@ class Relay:
                 self.start_opendkim()
             dovecot_conf = self.layout.dovecot_config_dir / "dovecot.conf"
             self._run(self.in_netns(["dovecot", "-c", str(dovecot_conf)]), "dovecot start")
-            self._run(
-                self.in_netns(["postfix", "-c", str(self.layout.postfix_config_dir), "start"]),
-                "postfix start",
-            )
+            self._run(self.postfix_argv("start"), "postfix start")
             nginx = ["nginx", "-c", str(self.layout.web.nginx_conf)]
             self._run(self.in_netns(nginx), "nginx start")
             self.wait_ready()
@@ -589,7 +551,7 @@ class Relay:
         pending = [(what, ok) for what, ok in self._checks() if only is None or what == only]
         while pending:
             for name, pid in self.pids.items():
-                if (only is None or name == only) and not _pid_alive(pid):
+                if (only is None or name == only) and not pid_alive(pid):
                     raise RelayError(
                         f"{name} exited at start:\n{_tail(self.log_dir / f'{name}.log')}"
                     )
@@ -605,25 +567,14 @@ class Relay:
 
     # -- stopping -----------------------------------------------------------------------
 
-    def _terminate(self, name, pid):
-        """SIGTERM to a recorded process that is still ours; False if it is gone."""
-        if pid is None or not _pid_alive(pid):
-            return False
+    def _hint(self, name):
+        """What the command line of recorded process `name` contains while it is ours."""
         modules = {d.name: d.module for d in self.daemons()} if self.config else {}
-        module_hint = modules.get(name, name.split("-")[0])
-        if module_hint not in _cmdline(pid):
-            return False  # not ours any more (pid reused)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        return True
+        return modules.get(name, name.split("-")[0])
 
     def _stop_pid(self, name, pid):
-        if not self._terminate(name, pid):
-            return
-        if not wait_exit(pid, STOP_TIMEOUT):
+        if processes.stop(pid, self._hint(name), STOP_TIMEOUT) is False:
             self.log(f"{name} did not stop on SIGTERM: killed it")
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
 
     def stop_daemon(self, name):
         pid = self.pids.pop(name, None)
@@ -643,57 +594,41 @@ class Relay:
         self._run(self.postfix_argv("flush"), "postfix flush")
 
     def _postfix_master_pid(self):
-        try:
-            return int((self.layout.postfix_queue_dir / "pid" / "master.pid").read_text())
-        except (OSError, ValueError):
-            return None
+        return read_pid(self.layout.postfix_queue_dir / "pid" / "master.pid")
 
     def _nginx_master_pid(self):
-        try:
-            return int(self.layout.web.pid.read_text())
-        except (OSError, ValueError):
-            return None
+        return read_pid(self.layout.web.pid)
 
     def _dovecot_master_pid(self):
-        try:
-            return int((self.layout.dovecot_base_dir / "master.pid").read_text())
-        except (OSError, ValueError):
-            return None
+        return read_pid(self.layout.dovecot_base_dir / "master.pid")
 
     def down(self):
         """Stop Postfix, Dovecot and our daemons; remove the network namespace."""
         layout = self.layout
         # libmilter notices SIGTERM only at its next poll (up to 5 s): OpenDKIM starts
         # stopping now, while Postfix and Dovecot stop.
-        self._terminate("opendkim", self.pids.get("opendkim"))
+        processes.terminate(self.pids.get("opendkim"), self._hint("opendkim"))
         if layout is not None:
-            master = self._nginx_master_pid()
-            if master and _pid_alive(master) and "nginx" in _cmdline(master):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(master, signal.SIGTERM)  # fast shutdown
-                self._wait_gone(master)
+            processes.stop(self._nginx_master_pid(), "nginx", NGINX_STOP_TIMEOUT)  # fast shutdown
             master = self._postfix_master_pid()
-            if master and _pid_alive(master):
+            if master and pid_alive(master):
                 with contextlib.suppress(RelayError):
                     self._run(self.postfix_argv("stop"), "postfix stop")
-                self._wait_gone(master)
+                processes.wait_exit(master, MASTER_STOP_TIMEOUT)
             master = self._dovecot_master_pid()
-            if master and _pid_alive(master):
+            if master and pid_alive(master):
                 with contextlib.suppress(RelayError):
                     self._run(
                         ["dovecot", "-c", str(layout.dovecot_config_dir / "dovecot.conf"), "stop"],
                         "dovecot stop",
                     )
-                self._wait_gone(master)
+                processes.wait_exit(master, MASTER_STOP_TIMEOUT)
         # reverse start order: OpenDKIM before its syslog sink, logmetrics last
         for name in reversed(list(self.pids)):
             self.stop_daemon(name)
         if self.netns:
             netns_mod.delete(self.netns)
         self._save_state()
-
-    def _wait_gone(self, pid, timeout=10.0):
-        wait_exit(pid, timeout)
 
     # -- status -------------------------------------------------------------------------
 
@@ -702,13 +637,13 @@ class Relay:
         result = {}
         if self.layout is not None:
             master = self._postfix_master_pid()
-            result["postfix"] = bool(master and _pid_alive(master))
+            result["postfix"] = bool(master and pid_alive(master))
             master = self._dovecot_master_pid()
-            result["dovecot"] = bool(master and _pid_alive(master))
+            result["dovecot"] = bool(master and pid_alive(master))
             master = self._nginx_master_pid()
-            result["nginx"] = bool(master and _pid_alive(master))
+            result["nginx"] = bool(master and pid_alive(master))
         for name, pid in self.pids.items():
-            result[name] = _pid_alive(pid)
+            result[name] = pid_alive(pid)
         return result
 
     # -- what to tell the user ----------------------------------------------------------

@@ -6,15 +6,13 @@ peer), filtermail (DKIM keys) and every other process of the namespace reach it 
 /etc/netns/NAME/resolv.conf, which `ip netns exec` mounts over /etc/resolv.conf.
 """
 
-import contextlib
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 from chatmaild.relay import netns as netns_mod
-from chatmaild.relay.instance import RelayError, _cmdline, _pid_alive, wait_exit
+from chatmaild.relay import processes
+from chatmaild.relay.instance import RelayError
 from chatmaild.relay.zone import local_data_lines
 
 UNBOUND = "/usr/sbin/unbound"
@@ -111,16 +109,10 @@ class Resolver:
         return [rd for rrset in reply.answer for rd in rrset]
 
     def running(self):
-        return self.pid is not None and _pid_alive(self.pid)
+        return self.pid is not None and processes.pid_alive(self.pid)
 
     def stop(self):
         if self.pid is None:
             return
         pid, self.pid = self.pid, None
-        if not _pid_alive(pid) or "unbound" not in _cmdline(pid):
-            return  # gone, or the pid is not ours any more
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        wait_exit(pid, STOP_TIMEOUT)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+        processes.stop(pid, "unbound", STOP_TIMEOUT)  # nothing if gone or not ours any more

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from e2e.conftest import relay_prerequisites
 
-from chatmaild.relay.instance import _pid_alive
 from chatmaild.relay.netns import NETNS_ETC_DIR
+from chatmaild.relay.processes import pid_alive
 
 from conftest import daemon_argv, daemon_env, require_tool
 
@@ -53,11 +53,11 @@ def test_up_pair_status_down(pair_state):
         for part in ("postfix", "dovecot", "opendkim", "filtermail-incoming", "unbound"):
             assert any(line.split() == [f"{side}:{part}", "running"] for line in lines), part
     resolver_pids = json.loads((state / "pair.json").read_text())["resolver_pids"]
-    assert len(resolver_pids) == 2 and all(_pid_alive(pid) for pid in resolver_pids)
+    assert len(resolver_pids) == 2 and all(pid_alive(pid) for pid in resolver_pids)
 
     down = _relay("down", "--state-dir", state)
     assert down.returncode == 0, down.stderr
-    assert not any(_pid_alive(pid) for pid in resolver_pids)
+    assert not any(pid_alive(pid) for pid in resolver_pids)
     for side in ("a", "b"):
         assert not Path(f"/run/netns/{prefix}-{side}").exists()
         assert not (NETNS_ETC_DIR / f"{prefix}-{side}").exists()
