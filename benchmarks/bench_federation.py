@@ -16,7 +16,6 @@ one arrived: their latency is the path's own, without the queueing of the burst.
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import threading
@@ -26,17 +25,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "e2e")]
 
-from benchutil import relay_bench_args  # noqa: E402
+from benchutil import p50_p99_ms, relay_bench_args  # noqa: E402
 from helpers import RelayClients, encrypted_message, read_stored  # noqa: E402
 
 from chatmaild.relay.federation import RelayPair  # noqa: E402
 
 POLL_S = 0.005
 MARKER = b"X-Test-Marker: "
-
-
-def percentile(sorted_values, p):
-    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * p))]
 
 
 class MaildirWatcher(threading.Thread):
@@ -74,13 +69,6 @@ class MaildirWatcher(threading.Thread):
                 marker = data[start + len(MARKER) :].split(b"\n", 1)[0].strip().decode()
                 out.setdefault(marker, when)
         return out
-
-
-def _latency_ms(latencies):
-    """(p50, p99) in ms of sorted latencies in seconds; (None, None) for none."""
-    if not latencies:
-        return None, None
-    return 1000 * statistics.median(latencies), 1000 * percentile(latencies, 0.99)
 
 
 def single_messages(a, sender, rcpt, box, count, timeout=60):
@@ -149,7 +137,7 @@ def burst(a, senders, rcpt_boxes, messages, timeout):
     arrivals = watcher.arrivals()
     latencies = sorted(arrivals[m] - start for m, start in submitted.items() if m in arrivals)
     last = max(arrivals.values(), default=t_start)
-    p50, p99 = _latency_ms(latencies)
+    p50, p99 = p50_p99_ms(latencies)
     return dict(
         accepted=len(submitted),
         delivered=len(latencies),
@@ -181,7 +169,7 @@ def run(messages, sessions, single=20, timeout=300):
         rcpts = [b.new_account()[0] for _ in range(sessions + 1)]
         lone = rcpts.pop()
         lat = single_messages(a, senders[0], lone, b.user_dir(lone), single)
-        p50, p99 = _latency_ms(lat)
+        p50, p99 = p50_p99_ms(lat)
         result.update(single_delivered=len(lat), single_p50_ms=p50, single_p99_ms=p99)
         boxes = {rcpt: b.user_dir(rcpt) for rcpt in rcpts}
         result.update(burst(a, senders, boxes, messages, timeout))

@@ -14,7 +14,6 @@ in the recipient's Maildir.
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import threading
@@ -24,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "e2e")]
 
-from benchutil import relay_bench_args  # noqa: E402
+from benchutil import p50_p99_ms, relay_bench_args  # noqa: E402
 from helpers import RelayClients, encrypted_message  # noqa: E402
 
 from chatmaild.relay.instance import Relay, default_ini_text  # noqa: E402
@@ -89,6 +88,7 @@ def run(messages, sessions):
             time.sleep(0.02)
         delivered_s = time.perf_counter() - t
         lat = sorted(latencies)
+        p50, p99 = p50_p99_ms(lat)
         result.update(
             messages=messages,
             sessions=sessions,
@@ -97,8 +97,8 @@ def run(messages, sessions):
             errors=errors[:3],
             submit_msgs_per_s=len(lat) / submit_s if submit_s else 0.0,
             all_delivered_s=delivered_s,
-            submit_p50_ms=1000 * statistics.median(lat) if lat else None,
-            submit_p99_ms=1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
+            submit_p50_ms=p50,
+            submit_p99_ms=p99,
         )
     finally:
         t = time.perf_counter()

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchutil import free_port, wait_port  # noqa: E402
+from benchutil import free_port, percentile, wait_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 REQUEST = b"POST /new HTTP/1.1\r\nHost: bench\r\nContent-Length: 0\r\n\r\n"
@@ -86,7 +86,7 @@ async def _load(port, path, seconds, concurrency):
     latencies.sort()
 
     def pct(q):
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+        return percentile(latencies, q) * 1000
 
     return {
         "requests_per_s": round(counts["ok"] / elapsed, 1),

@@ -3,6 +3,7 @@
 import argparse
 import os
 import socket
+import statistics
 import sys
 import time
 
@@ -23,6 +24,20 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
                 return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on port {port}")
+
+
+def percentile(sorted_values, q):
+    """Nearest-rank percentile `q` (0..1) of an ascending list; None for an empty one."""
+    if not sorted_values:
+        return None
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def p50_p99_ms(sorted_seconds):
+    """(p50, p99) in ms of ascending latencies in seconds; (None, None) for none."""
+    if not sorted_seconds:
+        return None, None
+    return 1000 * statistics.median(sorted_seconds), 1000 * percentile(sorted_seconds, 0.99)
 
 
 def time_calls(func, seconds: float) -> tuple[int, float]:
