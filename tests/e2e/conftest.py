@@ -55,14 +55,22 @@ def running_relay(name: str, with_ca=False, **kwargs):
     state_dir = tempfile.mkdtemp(prefix=f"{name}-", dir="/tmp")
     if with_ca:
         kwargs["ca_dir"] = os.path.join(state_dir, "ca")
-    instance = Relay(state_dir, netns=f"{name}-{os.getpid()}", **kwargs)
+    relay = Relay(state_dir, netns=f"{name}-{os.getpid()}", **kwargs)
+    with brought_up(relay, state_dir) as instance:
+        yield instance
+
+
+@contextlib.contextmanager
+def brought_up(instance, state_dir, what="relay"):
+    """`instance` (a Relay or a RelayPair) up for the block, then down and its state dir
+    removed (kept with CHATMAILD_E2E_KEEP)."""
     try:
         instance.up()
         yield instance
     finally:
         instance.down()
         if os.environ.get("CHATMAILD_E2E_KEEP"):
-            print(f"relay state kept in {state_dir}")
+            print(f"{what} state kept in {state_dir}")
         else:
             shutil.rmtree(state_dir, ignore_errors=True)
 

@@ -9,11 +9,10 @@ incoming mail is on for both (`filtermail_dkim_check = true`). Torn down at the 
 """
 
 import os
-import shutil
 import tempfile
 
 import pytest
-from e2e.conftest import relay_prerequisites
+from e2e.conftest import brought_up, relay_prerequisites
 
 from chatmaild.relay.federation import RelayPair
 
@@ -55,12 +54,5 @@ def federation():
         extra_zones=sender.zones(),
         log=logs.append,
     )
-    try:
-        pair.up()
+    with brought_up(pair, state_dir, "relay pair"):
         yield Federation(pair, sender)
-    finally:
-        pair.down()
-        if os.environ.get("CHATMAILD_E2E_KEEP"):
-            print(f"relay pair state kept in {state_dir}")
-        else:
-            shutil.rmtree(state_dir, ignore_errors=True)
