@@ -1,11 +1,13 @@
 """`python -m chatmaild.relay up|down|status|render|dkim-record`: wiring and signals only."""
 
 import argparse
+import json
 import os
 import signal
 import sys
 from pathlib import Path
 
+from chatmaild.relay.apply import apply_files
 from chatmaild.relay.federation import (
     DEFAULT_PAIR_NETNS,
     DEFAULT_PAIR_STATE_DIR,
@@ -15,6 +17,7 @@ from chatmaild.relay.federation import (
 from chatmaild.relay.instance import DEFAULT_STATE_DIR, Relay, RelayError
 from chatmaild.relay.opendkim import genkey_command, signing_layout, txt_value, zone_line
 from chatmaild.relay.render import production_layout, push_script_text, render_relay
+from chatmaild.relay.serverfiles import render_server_files
 
 
 def _parser():
@@ -50,6 +53,17 @@ def _parser():
     p.add_argument(
         "--out",
         help="with render: write the production configuration under this directory",
+    )
+    p.add_argument(
+        "--root",
+        help="with render: apply the production configuration to the file system under ROOT "
+        "(`/` on the server): only files whose content differs are written, atomically, "
+        'keeping owner and mode; prints JSON {"changed": [...], "unchanged": [...]}',
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with render --root: write nothing, report what would change",
     )
     p.add_argument(
         "--dkim-key",
@@ -144,16 +158,27 @@ def cmd_status(args):
     return 0 if status and all(status.values()) else 1
 
 
+def production_files(config):
+    """Every file of a production server rendered from `config`: {absolute path: text}."""
+    layout = production_layout(config, push=push_script_text() is not None)
+    files = render_relay(config, layout)
+    files.update(render_server_files(config))
+    return layout, files
+
+
 def cmd_render(args):
     from chatmaild.config import load_config_or_exit
 
-    if not args.config or not args.out:
-        _log("render needs --config INI and --out DIR")
+    if not args.config or bool(args.out) == bool(args.root):
+        _log("render needs --config INI and one of --out DIR or --root ROOT")
         return 2
     config = load_config_or_exit(args.config)
-    layout = production_layout(config, push=push_script_text() is not None)
+    layout, files = production_files(config)
+    if args.root:
+        changed, unchanged = apply_files(files, args.root, dry_run=args.dry_run)
+        print(json.dumps({"changed": changed, "unchanged": unchanged}, indent=1))
+        return 0
     out = Path(args.out)
-    files = render_relay(config, layout)
     dkim = signing_layout(config, layout.dkim)
     if dkim is not None and args.dkim_key:
         record = zone_line(config.mail_domain, txt_value(Path(args.dkim_key).read_bytes()))
