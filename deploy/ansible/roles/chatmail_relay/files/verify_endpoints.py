@@ -1,14 +1,22 @@
-"""--tags verify helper, run on the host by the venv's Python: chatmail.ini's metrics
-endpoints, and whether the published DKIM record matches the key.
+"""--tags verify helper, run on the host by the venv's Python (one run for all checks):
+`verify_endpoints.py INI PORTS EXTRA_URLS RETRIES`.
 
-Prints JSON {"metrics": ["http://127.0.0.1:9601/metrics", ...], "dkim": "ok"|"differs"|
-"unpublished"|"no key", "published": ..., "expected": ...}.
+Checks that every TCP port in PORTS (comma-separated) accepts a connection on 127.0.0.1,
+that every metrics endpoint of chatmail.ini (metrics_*) and of EXTRA_URLS answers 200, each
+retried for up to RETRIES seconds (a reload returns before the new configuration is live),
+and whether the published DKIM record matches the key (the renderer's `dkim-record`).
+Prints JSON {"ports": {port: ok}, "urls": {url: status}, "dkim": "ok"|"differs"|
+"unpublished"|"no key", ...}.
 """
 
 import json
 import re
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 
 import dns.exception
 import dns.resolver
@@ -26,12 +34,38 @@ METRICS_KEYS = (
 
 
 def metrics_urls(config):
-    urls = []
-    for key in METRICS_KEYS:
-        listen = getattr(config, key, "")
-        if listen:
-            urls.append(f"http://{listen}/metrics")
-    return urls
+    return [f"http://{getattr(config, k)}/metrics" for k in METRICS_KEYS if getattr(config, k, "")]
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def http_status(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError as e:
+        return str(e)
+
+
+def retried(check, items, ok, seconds):
+    results = {}
+    deadline = time.monotonic() + seconds
+    pending = list(items)
+    while True:
+        for item in pending:
+            results[item] = check(item)
+        pending = [i for i in pending if not ok(results[i])]
+        if not pending or time.monotonic() > deadline:
+            return results
+        time.sleep(1)
 
 
 def expected_dkim(ini):
@@ -41,7 +75,7 @@ def expected_dkim(ini):
     if res.returncode != 0:
         return None
     name, _, rest = res.stdout.strip().partition(" TXT ")
-    return name, "".join(re.findall(r'"([^"]*)"', rest))
+    return name.rstrip("."), "".join(re.findall(r'"([^"]*)"', rest))
 
 
 def published_dkim(name):
@@ -52,20 +86,26 @@ def published_dkim(name):
     return ["".join(s.decode() for s in rr.strings) for rr in answer]
 
 
-def main(ini):
+def main(ini, ports, extra_urls, retries):
     config = read_config(ini)
-    out = {"metrics": metrics_urls(config), "dkim": "no key"}
+    seconds = float(retries)
+    ports = [int(p) for p in ports.split(",") if p]
+    urls = metrics_urls(config) + [u for u in extra_urls.split(",") if u]
+    out = {
+        "ports": retried(port_open, ports, bool, seconds),
+        "urls": retried(http_status, urls, lambda s: s == 200, seconds),
+        "dkim": "no key",
+    }
     record = expected_dkim(ini)
     if record is not None:
         name, expected = record
         published = published_dkim(name)
-        out["name"], out["expected"] = name, expected
-        out["published"] = published
+        out["name"], out["expected"], out["published"] = name, expected, published
         if published is None:
             out["dkim"] = "unpublished"
         else:
-            same = [p for p in published if p.replace(" ", "") == expected.replace(" ", "")]
-            out["dkim"] = "ok" if same else "differs"
+            norm = expected.replace(" ", "")
+            out["dkim"] = "ok" if any(p.replace(" ", "") == norm for p in published) else "differs"
     print(json.dumps(out))
 
 

@@ -1,0 +1,339 @@
+"""deploy/ansible/site.yml against a booted Debian 12 container (issue 17).
+
+One container for the session (conftest.py): the first playbook run takes it from a bare
+Debian 12 (plus the cached layer of Debian packages) to a relay with a certificate from
+pebble. The tests below run in file order; the ones that disturb the relay restore it.
+"""
+
+import hashlib
+import json
+import os
+import re
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .harness import ROOT
+from conftest import require
+
+OUR_ALWAYS_ON = ("doveauth", "filtermail", "filtermail-incoming", "lastlogin")
+SYSTEM = ("postfix", "dovecot", "opendkim", "nginx", "unbound", "rsyslog")
+MONITORING = (
+    "prometheus",
+    "prometheus-node-exporter",
+    "prometheus-nginx-exporter",
+    "prometheus-postfix-exporter",
+)
+OPEN_TCP = (25, 80, 143, 443, 465, 587, 993)
+LOOPBACK_ONLY = (10080, 3903, 9090)
+
+
+def _active(d, unit):
+    return d.container.run(["systemctl", "is-active", unit], check=False).stdout.strip()
+
+
+def _our_units(d):
+    """The service and timer units the playbook installed from systemd/."""
+    out = d.container.sh("ls /etc/systemd/system/ | grep -E '\\.(service|timer)$'").stdout
+    names = {p.name for p in (ROOT / "systemd").iterdir() if p.suffix in (".service", ".timer")}
+    return sorted(n for n in out.split() if n in names)
+
+
+def _connects(ip, port, timeout=3):
+    try:
+        with socket.create_connection((ip, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def test_playbook_takes_a_bare_container_to_a_relay(deployment):
+    first = deployment.first
+    assert first.rc == 0 and first.failed == 0, first.output[-4000:]
+    assert first.changed > 20
+    for unit in (*SYSTEM, *OUR_ALWAYS_ON, "chatmail-metadata", "chatmail-web"):
+        assert _active(deployment, unit) == "active", unit
+    for unit in MONITORING:
+        assert _active(deployment, unit) == "active", unit
+    # every configuration file is the renderer's: a dry run of it finds nothing to change
+    out = deployment.container.run(
+        ["/usr/local/lib/chatmaild/venv/bin/python", "-m", "chatmaild.relay", "render",
+         "--config", "/usr/local/lib/chatmaild/chatmail.ini", "--root", "/", "--dry-run"]
+    ).stdout  # fmt: skip
+    assert '"changed": []' in out
+
+
+def test_a_second_run_changes_nothing(deployment):
+    again = deployment.play()
+    assert again.rc == 0, again.output[-4000:]
+    assert again.changed == 0, again.changed_tasks()
+
+
+def test_verify_passes_and_fails_when_a_service_is_stopped(deployment):
+    ok = deployment.play("--tags", "verify")
+    assert ok.rc == 0 and ok.failed == 0, ok.output[-4000:]
+    assert "DKIM: " in ok.output
+    deployment.container.run(["systemctl", "stop", "doveauth"])
+    try:
+        bad = deployment.play("--tags", "verify")
+        assert bad.rc != 0 and bad.failed == 1
+        assert "doveauth" in bad.output
+    finally:
+        deployment.container.run(["systemctl", "start", "doveauth"])
+    assert deployment.play("--tags", "verify").rc == 0
+
+
+def test_the_served_certificate_is_pebbles(deployment, tmp_path):
+    root = tmp_path / "pebble-root.pem"
+    root.write_text(deployment.pebble_root())
+    d, ip = deployment.domain, deployment.ip
+    curl = subprocess.run(
+        ["curl", "-sS", "--fail", "--cacert", str(root), "--resolve", f"{d}:443:{ip}",
+         "-o", "/dev/null", "-w", "%{http_code}", f"https://{d}/"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert curl.returncode == 0 and curl.stdout == "200", curl.stderr
+    for port in (465, 993, 443):
+        ssl = subprocess.run(
+            ["openssl", "s_client", "-connect", f"{ip}:{port}", "-servername", d,
+             "-CAfile", str(root), "-verify_return_error", "-verify_hostname", d, "-brief"],
+            input="", capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert ssl.returncode == 0, (port, ssl.stderr)
+        assert "Verification: OK" in ssl.stderr, (port, ssl.stderr)
+    # not pebble's listener CA, not the temporary self-signed one: the issued chain
+    assert (
+        "/etc/chatmail/tls-self-signed"
+        not in deployment.container.run(["readlink", f"/var/lib/acme/live/{d}"]).stdout
+    )
+
+
+def test_firewall_lets_in_the_relay_ports_only(deployment):
+    ip = deployment.ip
+    for port in OPEN_TCP:
+        assert _connects(ip, port), port
+    for port in LOOPBACK_ONLY:
+        assert not _connects(ip, port), port
+    # a listener on every address that the rules do not name is dropped, not just closed
+    probe = deployment.container.run(
+        ["systemd-run", "--unit=fw-probe", "--collect", "/usr/bin/python3", "-c",
+         "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
+         "socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 10999)); s.listen(); time.sleep(120)"]
+    )  # fmt: skip
+    assert probe.returncode == 0
+    try:
+        connect = "import socket; socket.create_connection(('127.0.0.1', 10999), 3)"
+        connect = "import socket; socket.create_connection(('127.0.0.1', 10999), 3)"
+        inside = deployment.container.run(["/usr/bin/python3", "-c", connect], check=False)
+        assert inside.returncode == 0, inside.stderr
+        assert not _connects(ip, 10999)
+    finally:
+        deployment.container.run(["systemctl", "stop", "fw-probe"], check=False)
+
+
+EXPOSURE = re.compile(r"Overall exposure level for (\S+): (\d+\.\d+)")
+
+
+def test_systemd_security_of_our_units_and_monitoring(deployment):
+    units = [u for u in _our_units(deployment) if u.endswith(".service")]
+    units += [f"{m}.service" for m in MONITORING]
+    scores = {}
+    for unit in units:
+        out = deployment.container.run(
+            ["systemd-analyze", "security", "--no-pager", unit], check=False
+        ).stdout
+        m = EXPOSURE.search(out)
+        assert m, (unit, out[-500:])
+        scores[unit] = float(m.group(2))
+    print("systemd-analyze security:", scores)
+    assert set(units) <= set(scores)
+    assert all(score < 2.0 for score in scores.values()), scores
+
+
+def _rpc_server_binary():
+    try:
+        import deltachat_rpc_server
+    except ImportError:
+        require(False, "deltachat-rpc-server (test extras)")
+    return str(Path(deltachat_rpc_server.__file__).parent / "deltachat-rpc-server")
+
+
+def _dcaccount_credentials(deployment, ca_file):
+    """What Delta Chat does with the website's QR, verified against pebble's root: the
+    relay sends a browser's GET /new to `dcaccount:https://DOMAIN/new`, and a POST there
+    makes an account."""
+    d, ip = deployment.domain, deployment.ip
+    curl = ["curl", "-sS", "--cacert", str(ca_file), "--resolve", f"{d}:443:{ip}"]
+    get = subprocess.run(
+        [*curl, "-o", "/dev/null", "-w", "%{redirect_url}", f"https://{d}/new"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    location = get.stdout.strip()
+    assert location == f"dcaccount:https://{d}/new", (get.stdout, get.stderr)
+    post = subprocess.run(
+        [*curl, "--fail", "-X", "POST", location.removeprefix("dcaccount:")],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert post.returncode == 0, post.stderr
+    creds = json.loads(post.stdout)
+    assert creds["email"].endswith(f"@{d}")
+    return creds
+
+
+def test_deltachat_accounts_from_the_qr_exchange_padlocked_mail_over_443(deployment, tmp_path):
+    """Two Delta Chat 2.65 accounts from the relay's dcaccount: QR, IMAP and SMTP through
+    port 443 (ALPN), secure-join, one encrypted message each way with the padlock.
+
+    Delta Chat checks certificates against its compiled-in public roots only and pebble
+    issues no `_` names (the tests' other path), so the client alone accepts the
+    certificate; curl checked the same certificate against pebble's root above and the
+    account request below goes through curl with that root."""
+    from deltachat_rpc_client import DeltaChat, Rpc
+
+    root = tmp_path / "pebble-root.pem"
+    root.write_text(deployment.pebble_root())
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost\n{deployment.ip} {deployment.domain}\n")
+    # the RPC server runs on the host, in a mount namespace whose /etc/hosts names the relay
+    wrapper = tmp_path / "rpc-server"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"exec unshare --mount sh -c 'mount --bind {hosts} /etc/hosts && exec "
+        f"{_rpc_server_binary()}'\n"
+    )
+    wrapper.chmod(0o755)
+    accounts = []
+    with (
+        open(tmp_path / "rpc.stderr", "wb") as stderr,
+        Rpc(
+            accounts_dir=str(tmp_path / "accounts"),
+            rpc_server_path=str(wrapper),
+            stderr=stderr,
+            env={**os.environ, "RUST_LOG": "warn", "HOME": str(tmp_path)},
+        ) as rpc,
+    ):
+        deltachat = DeltaChat(rpc)
+        for _ in range(2):
+            creds = _dcaccount_credentials(deployment, root)
+            account = deltachat.add_account()
+            account.add_or_update_transport(
+                {
+                    "addr": creds["email"],
+                    "password": creds["password"],
+                    "imapServer": deployment.domain,
+                    "imapPort": 443,
+                    "imapSecurity": "ssl",
+                    "smtpServer": deployment.domain,
+                    "smtpPort": 443,
+                    "smtpSecurity": "ssl",
+                    "certificateChecks": "acceptInvalidCertificates",
+                }
+            )
+            account.bring_online()
+            accounts.append(account)
+        alice, bob = accounts
+        alice_addr, bob_addr = (a.get_config("configured_addr") for a in accounts)
+        bob.secure_join(alice.get_qr_code())
+        alice.wait_for_securejoin_inviter_success()
+        bob.wait_for_securejoin_joiner_success()
+        alice.get_chat_by_contact(alice.get_contact_by_addr(bob_addr)).send_text("hello bob")
+        msg = bob.wait_for_incoming_msg().get_snapshot()
+        assert msg.text == "hello bob" and msg.show_padlock
+        bob.get_chat_by_contact(bob.get_contact_by_addr(alice_addr)).send_text("hello alice")
+        msg = alice.wait_for_incoming_msg().get_snapshot()
+        assert msg.text == "hello alice" and msg.show_padlock
+
+
+def _mailbox(d, addr):
+    return f"/home/vmail/mail/{d.domain}/{addr}"
+
+
+def _sha(d, path):
+    return hashlib.sha256(d.container.run(["cat", path]).stdout.encode()).hexdigest()
+
+
+@pytest.fixture
+def account(deployment):
+    """An account made by logging in over IMAP (doveauth creates it), from inside."""
+    addr = f"dtest{deployment.index:04d}@{deployment.domain}"  # 9 characters
+    password = "correct-horse-battery-staple-1"
+    login = (
+        "import imaplib, ssl, sys\n"
+        "c = imaplib.IMAP4_SSL('127.0.0.1', 993, ssl_context=ssl._create_unverified_context())\n"
+        "c.login(sys.argv[1], sys.argv[2]); c.logout()\n"
+    )
+    deployment.container.run(["/usr/bin/python3", "-c", login, addr, password])
+    return addr, password
+
+
+def test_restart_brings_everything_back_and_delivers_queued_mail(deployment, account):
+    addr, _ = account
+    c = deployment.container
+    c.run(["test", "-f", f"{_mailbox(deployment, addr)}/password"])
+    c.run(["systemctl", "stop", "dovecot"])
+    marker = f"queued-before-restart-{deployment.index}"
+    c.run(
+        ["/usr/sbin/sendmail", "-f", f"root@{deployment.domain}", addr],
+        input=f"Subject: {marker}\n\n{marker}\n",
+    )
+    queue = c.run(["postqueue", "-p"]).stdout
+    assert "Mail queue is empty" not in queue
+    c.restart()
+    units = (*SYSTEM, *OUR_ALWAYS_ON, *MONITORING)
+    back = c.sh(
+        f"for i in $(seq 120); do bad=0; for u in {' '.join(units)}; do"
+        " systemctl is-active --quiet $u || bad=1; done; [ $bad = 0 ] && exit 0; sleep 0.5;"
+        f" done; systemctl is-active {' '.join(units)}; exit 1",
+        check=False,
+        timeout=90,
+    )
+    assert back.returncode == 0, back.stdout
+    c.run(["postqueue", "-f"])
+    found = c.sh(
+        f"for i in $(seq 60); do grep -rl {marker} {_mailbox(deployment, addr)}/ && exit 0;"
+        " sleep 1; postqueue -f; done; exit 1",
+        check=False,
+        timeout=90,
+    )
+    assert found.returncode == 0, c.run(["postqueue", "-p"]).stdout
+    ok = deployment.play("--tags", "verify")
+    assert ok.rc == 0, ok.output[-3000:]
+
+
+def test_upgrade_keeps_mailboxes_passwords_and_the_dkim_key(deployment, account, tmp_path):
+    addr, password = account
+    c = deployment.container
+    before = {
+        p: _sha(deployment, p)
+        for p in (f"{_mailbox(deployment, addr)}/password", "/etc/dkimkeys/opendkim.private")
+    }
+    cert = c.run(["readlink", f"/var/lib/acme/live/{deployment.domain}"]).stdout
+    postfix_pid = c.run(["systemctl", "show", "-P", "MainPID", "postfix@-"]).stdout
+    dovecot_pid = c.run(["systemctl", "show", "-P", "MainPID", "dovecot"]).stdout
+    doveauth_pid = c.run(["systemctl", "show", "-P", "MainPID", "doveauth"]).stdout
+    newer = deployment.newer_checkout(tmp_path / "checkout", "0.1.1")
+    up = deployment.play(checkout=newer)
+    assert up.rc == 0, up.output[-4000:]
+    venv = c.run(["readlink", "/usr/local/lib/chatmaild/venv"]).stdout
+    assert "/venvs/0.1.1-" in venv
+    version = c.run(
+        ["/usr/local/lib/chatmaild/venv/bin/python", "-c",
+         "import importlib.metadata as m; print(m.version('chatmaild'))"]
+    ).stdout.strip()  # fmt: skip
+    assert version == "0.1.1"
+    assert before == {p: _sha(deployment, p) for p in before}
+    assert cert == c.run(["readlink", f"/var/lib/acme/live/{deployment.domain}"]).stdout
+    # only our daemons restarted
+    assert postfix_pid == c.run(["systemctl", "show", "-P", "MainPID", "postfix@-"]).stdout
+    assert dovecot_pid == c.run(["systemctl", "show", "-P", "MainPID", "dovecot"]).stdout
+    assert doveauth_pid != c.run(["systemctl", "show", "-P", "MainPID", "doveauth"]).stdout
+    # the old password still logs in (the passdb is the mailbox's password file)
+    login = (
+        "import imaplib, ssl, sys\n"
+        "c = imaplib.IMAP4_SSL('127.0.0.1', 993, ssl_context=ssl._create_unverified_context())\n"
+        "c.login(sys.argv[1], sys.argv[2]); c.logout()\n"
+    )
+    c.run(["/usr/bin/python3", "-c", login, addr, password])
+    assert deployment.play("--tags", "verify", checkout=newer).rc == 0
