@@ -194,6 +194,9 @@ def template_values(config, layout):
     smtp_maxproc, smtp_client_limit = options.smtp_limits(config)
     return {
         "mail_domain": config.mail_domain,
+        "address_domain": config.address_domain,
+        "myhostname": options.postfix_myhostname(config),
+        "delivery": options.postfix_delivery(config),
         "max_message_size": config.max_message_size,
         "max_mailbox_size_mb": config.max_mailbox_size_mb,
         "quota_target_mb": int(config.max_mailbox_size_mb * QUOTA_TRIM_RATIO),
