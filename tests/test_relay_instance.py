@@ -66,7 +66,11 @@ def test_daemon_table_matches_the_relay_wiring(ini_path, tmp_path):
         "web",
     ]
     assert daemons["web"].socket == layout.web.web_socket
-    assert daemons["web"].args == (str(config.path), "--listen", f"unix:{layout.web.web_socket}")
+    web = (str(config.path), "--listen", f"unix:{layout.web.web_socket}")
+    # chatmail-web and nginx agree on the certificate: self-signed, /new adds a dclogin_url
+    assert daemons["web"].args == (*web, "--self-signed")
+    from_ca = {d.name: d for d in relay_daemons(config, local_layout(tmp_path, self_signed=False))}
+    assert from_ca["web"].args == web
     assert daemons["doveauth"].args == (str(layout.doveauth_socket), str(config.path))
     assert daemons["metadata"].socket == layout.metadata_socket
     assert daemons["filtermail-outgoing"].args == (str(config.path), "outgoing")
