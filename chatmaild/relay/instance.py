@@ -397,11 +397,21 @@ class Relay:
             webcert.issue(self.ca_dir, names, layout.tls_cert, layout.tls_key)
         else:
             make_certificate(layout.tls_cert, layout.tls_key, config.mail_domain)
-        self._run(["nginx", "-t", "-c", str(layout.web.nginx_conf)], "nginx -t")
+        if self.netns:
+            # nginx -t binds the listen addresses: an IP-only relay's is the namespace's
+            self._make_netns()
+        self._run(self.in_netns(["nginx", "-t", "-c", str(layout.web.nginx_conf)]), "nginx -t")
         # Creates the queue subdirectories and checks ownership.
         self._run(self.postfix_argv("check"), "postfix check")
         if dkim is not None:
             self._run(dkimrun.check_argv(dkim), "opendkim -n (configuration check)")
+
+    def _make_netns(self):
+        """The namespace, its hosts file and, for an IP-only relay, its address on lo."""
+        names = [*host_names(self.config.mail_domain), socket.gethostname()]
+        netns_mod.create(self.netns, names)
+        if self.config.ipv4_relay:
+            netns_mod.add_address(self.netns, self.config.mail_domain)
 
     @property
     def dkim(self):
@@ -474,12 +484,12 @@ class Relay:
                 raise RelayError(
                     f"a relay is already running from {self.state_dir}: run `down` first"
                 )
-        self.prepare()
-        if self.netns:
-            names = [*host_names(self.config.mail_domain), socket.gethostname()]
-            netns_mod.create(self.netns, names)
-            if self.config.ipv4_relay:
-                netns_mod.add_address(self.netns, self.config.mail_domain)
+        try:
+            self.prepare()
+        except BaseException:
+            if self.netns:
+                netns_mod.delete(self.netns)
+            raise
         self.pids = {}
         self.skipped = []
         self._save_state()
