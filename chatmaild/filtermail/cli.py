@@ -30,18 +30,21 @@ async def serve(config, mode: str, backlog: int) -> None:
             "DKIM verification needs a resolver: none in /etc/resolv.conf "
             "(or set filtermail_dkim_nameserver)"
         ) from None
-    try:
-        await server.start()
-    except OSError as e:
-        raise listen_error(f"{LISTEN_HOST}:{server.port}", e) from None
+    # incoming: the /mxdeliv listener first, so that a listening SMTP port (what the relay
+    # and systemd wait for) means both are up
     http = None
     if mode == "incoming":
         http = build_http_server(config, server, backlog=backlog)
         try:
             await http.start(grace=SHUTDOWN_GRACE)
         except OSError as e:
-            await server.shutdown(grace=0)
             raise listen_error(f"{LISTEN_HOST}:{http.port}", e) from None
+    try:
+        await server.start()
+    except OSError as e:
+        if http is not None:
+            await http.shutdown()
+        raise listen_error(f"{LISTEN_HOST}:{server.port}", e) from None
     metrics_spec = getattr(config, f"metrics_filtermail_{mode}")
     exporter = await start_exporter(metrics_spec, metrics.registry)
     stop = asyncio.Event()
