@@ -71,7 +71,11 @@ class FiltermailMetrics:
             registry=self.registry,
         ).labels(mode)
         self._incoming = mode == "incoming"
-        # /mxdeliv (filtermail incoming's HTTP listener); the decisions are in `outcome`
+        if self._incoming:
+            self._add_http_metrics(mode)
+
+    def _add_http_metrics(self, mode: str) -> None:
+        """/mxdeliv (filtermail incoming's HTTP listener); its decisions count in `outcome`."""
         http_requests = Counter(
             "chatmail_filtermail_http_requests",
             "Requests to the /mxdeliv HTTP listener, by mode and answer status",
