@@ -249,3 +249,19 @@ async def test_smtp_and_http_share_the_filter(tmp_path, sink, session):
         assert results[1:] == [(200, "250 OK")] * 5
         assert f.server.handler.metrics.encrypted.value == 6
     assert [m.data for m in sink.messages] == [message] * 6
+
+
+async def test_a_failing_handler_is_a_temporary_refusal(tmp_path, sink, session, monkeypatch):
+    async with http_filter(tmp_path, sink.port) as f:
+        handler = f.server.handler
+        real = handler.on_message
+
+        async def broken(tx, via=""):
+            raise RuntimeError("bug")
+
+        monkeypatch.setattr(handler, "on_message", broken)
+        status, text = await post(session, f.http_port, stuff_body(encrypted()))
+        assert (status, text) == (400, "451 4.3.0 Error: internal error, try again later")
+        monkeypatch.setattr(handler, "on_message", real)
+        assert await post(session, f.http_port, stuff_body(encrypted())) == (200, "250 OK")
+    assert len(sink.messages) == 1

@@ -22,6 +22,7 @@ import logging
 from aiohttp import web
 
 from chatmaild.smtp.proto import Transaction
+from chatmaild.smtp.server import INTERNAL_ERROR
 
 from . import mxdeliv
 
@@ -157,7 +158,11 @@ class MxdelivServer:
             unstuffed_dots=dots,
             xforward=_client_addr(headers),
         )
-        reply = await self.handler.on_message(tx, via=VIA)
+        try:
+            reply = await self.handler.on_message(tx, via=VIA)
+        except Exception:
+            log.exception("mxdeliv handler failed")  # as the SMTP server does: 451, go on
+            reply = INTERNAL_ERROR
         status, text = mxdeliv.http_reply(reply.code, reply.text)
         return self._answer(status, text)
 
