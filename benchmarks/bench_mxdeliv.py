@@ -220,12 +220,14 @@ def main():
     parser.add_argument("--rounds", type=int, default=5, help="the modes alternate this often")
     parser.add_argument("--quick", action="store_true", help="600 messages, 4KB only")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--size", choices=list(SIZES), action="append", help="(all)")
+    parser.add_argument("--concurrency", type=int, action="append", help="(10 and 100)")
     args = parser.parse_args()
-    args.sizes = list(SIZES)
-    args.concurrency = [10, 100]
+    args.sizes = args.size or list(SIZES)
+    args.concurrency = args.concurrency or [10, 100]
     if args.quick:
         args.messages = 600
-        args.sizes = ["4KB"]
+        args.sizes = args.size or ["4KB"]
     if not Path(SMTP_SINK).exists():
         sys.exit(f"needs Postfix's smtp-sink ({SMTP_SINK})")
     try:

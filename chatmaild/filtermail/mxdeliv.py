@@ -103,14 +103,16 @@ def unstuff_body(body: bytes) -> tuple[bytes, int]:
     crlf = body.count(b"\r\n")
     if body.count(b"\r") != crlf or body.count(b"\n") != crlf:
         raise Refused(INVALID_DATA)
+    # four passes over a body without line-start dots (armored OpenPGP has none)
+    dots = body.count(b"\r\n.")
+    lead = body.startswith(b".")
+    if not dots and not lead:
+        return body, 0
     if body.startswith(b".\r\n") or b"\r\n.\r\n" in body:
         raise Refused(INVALID_DATA)
-    dots = body.count(b"\r\n.")
-    if body.startswith(b"."):
+    if lead:
         return body[1:].replace(b"\r\n.", b"\r\n"), dots + 1
-    if dots:
-        return body.replace(b"\r\n.", b"\r\n"), dots
-    return body, 0
+    return body.replace(b"\r\n.", b"\r\n"), dots
 
 
 def stuff_body(message: bytes) -> bytes:
