@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from bench_filtermail import SMTP_SINK, FilterProcess, Sink, make_message  # noqa: E402
-from benchutil import free_port, p50_p99_ms, wait_port  # noqa: E402
+from benchutil import p50_p99_ms, wait_port  # noqa: E402
 
 from chatmaild.filtermail.mxdeliv import request_headers, stuff_body  # noqa: E402
 
@@ -177,16 +177,14 @@ async def main_async(args):
     results = []
     sink = Sink()
     with tempfile.TemporaryDirectory(prefix="bench-mxdeliv-") as tmp:
-        http_port = free_port()
         filt = FilterProcess(
             Path(tmp),
             sink.port,
             "incoming",
             mode="incoming",
-            extra={"filtermail_dkim_check": "false", "filtermail_http_port_incoming": http_port},
+            extra={"filtermail_dkim_check": "false"},
         )
-        filt.http_port = http_port
-        wait_port(http_port)
+        wait_port(filt.http_port)
         try:
             for size_name in args.sizes:
                 message = make_message(SIZES[size_name]).replace(
