@@ -265,3 +265,19 @@ async def test_a_failing_handler_is_a_temporary_refusal(tmp_path, sink, session,
         monkeypatch.setattr(handler, "on_message", real)
         assert await post(session, f.http_port, stuff_body(encrypted())) == (200, "250 OK")
     assert len(sink.messages) == 1
+
+
+async def test_shutdown_lets_a_delivery_in_progress_finish(tmp_path, sink, session):
+    body = stuff_body(encrypted())
+    async with http_filter(tmp_path, sink.port) as f:
+        held = asyncio.create_task(post(session, f.http_port, body, rcpts=["hold@chat.example"]))
+        await asyncio.wait_for(sink.held.wait(), 10)
+        stopping = asyncio.create_task(f.http.shutdown())
+        await asyncio.sleep(0.3)
+        assert not stopping.done()
+        with pytest.raises(aiohttp.ClientConnectionError):  # no longer listening
+            await post(session, f.http_port, body)
+        sink.release.set()
+        assert await held == (200, "250 OK")
+        await asyncio.wait_for(stopping, 10)
+    assert len(sink.messages) == 1
