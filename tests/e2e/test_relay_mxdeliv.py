@@ -161,3 +161,8 @@ def test_ip_literal_sender_is_exempt_only_from_its_own_address(mx_relay):
     assert delivered(mx_relay, bob, marker, timeout=2.0) == []
     assert post(mx_relay, body, literal, [bob], source="127.0.0.7") == OK
     assert len(delivered(mx_relay, bob, marker)) == 1
+    # nginx replaces the client's X-Real-IP (one header reaches the listener, nginx's)
+    marker, message = encrypted_message(literal, [bob])
+    wrong = [("X-Real-IP", "127.0.0.8")]
+    assert post(mx_relay, stuffed(message), literal, [bob], source="127.0.0.7", extra=wrong) == OK
+    assert len(delivered(mx_relay, bob, marker)) == 1
