@@ -114,3 +114,24 @@ def test_local_relay_runs_logmetrics_following_every_log(tmp_path):
         "web": "",  # chatmail-web has no metrics endpoint (nginx's stub_status is on 8484)
         "opendkim-syslog": "",
     }
+
+
+def test_the_self_signed_certificate_names_the_relay_and_follows_a_new_domain(tmp_path):
+    from chatmaild.relay.instance import certificate_names, make_certificate
+
+    from conftest import require_tool
+
+    require_tool("openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    make_certificate(cert, key, "_chat.example")
+    assert certificate_names(cert) == {
+        "DNS:_chat.example",
+        "DNS:www._chat.example",
+        "DNS:mta-sts._chat.example",
+        "IP:127.0.0.1",
+    }
+    first = cert.read_bytes()
+    make_certificate(cert, key, "_chat.example")
+    assert cert.read_bytes() == first  # kept
+    make_certificate(cert, key, "10.9.8.7")  # a state dir reused for an IP-only relay
+    assert certificate_names(cert) == {"IP:10.9.8.7", "IP:127.0.0.1"}

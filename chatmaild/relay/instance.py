@@ -129,13 +129,30 @@ def _san(name):
         return f"DNS:{name}"
 
 
+def certificate_names(cert):
+    """The subjectAltName entries of a PEM certificate file, as `DNS:x`/`IP:x`; empty when
+    it cannot be read."""
+    from cryptography import x509
+
+    try:
+        loaded = x509.load_pem_x509_certificate(Path(cert).read_bytes())
+        san = loaded.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return set()
+    return {f"DNS:{n}" for n in san.get_values_for_type(x509.DNSName)} | {
+        f"IP:{n}" for n in san.get_values_for_type(x509.IPAddress)
+    }
+
+
 def make_certificate(cert, key, domain):
     """A self-signed certificate for the relay's names (`domain`, www. and mta-sts. of a
-    domain name) and 127.0.0.1 (kept if already there)."""
-    if cert.exists() and key.exists():
+    domain name) and 127.0.0.1; one already there is kept when it names exactly these
+    (a state dir of an earlier domain gets a new one)."""
+    wanted = [_san(name) for name in dict.fromkeys(relay_names(domain))]
+    if key.exists() and certificate_names(cert) == set(wanted):
         return
     cert.parent.mkdir(parents=True, exist_ok=True)
-    names = ",".join(_san(name) for name in dict.fromkeys(relay_names(domain)))
+    names = ",".join(wanted)
     subprocess.run(
         [
             "openssl",
