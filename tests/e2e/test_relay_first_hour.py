@@ -96,6 +96,14 @@ def test_one_tap_onboarding_exactly_as_printed(printed_relay, tmp_path):
         check=False,
     )
     doc = json.loads(new.stdout)
+    site = subprocess.run(
+        [*shlex.split(curl), "-sS", "https://_chat.example/"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert f'<a class="join" href="{url}">' in site.stdout  # the website shows the same tap
     assert doc["dclogin_url"].startswith(f"dclogin:{doc['email']}?p=")  # self-signed: nginx
     # and chatmail-web agree, so /new hands out the dclogin: URL that docs/web.md promises
 
