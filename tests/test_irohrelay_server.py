@@ -422,3 +422,31 @@ def test_daemon_refuses_bad_ini_values(tmp_path, key, value):
     )
     assert result.returncode == 2
     assert key in result.stderr and repr(value) in result.stderr
+
+
+async def test_garbage_in_every_state_ends_only_that_connection(relay, caplog):
+    """Random bytes as HTTP, as the first frame and inside a relay session: each connection
+    is answered or closed, nothing raises in the server, and it keeps forwarding."""
+    import random
+
+    rng = random.Random(18)
+    a, b = await pair(relay)
+    for n in range(30):
+        garbage = rng.randbytes(rng.randrange(1, 3000))
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        if n % 3 == 1:
+            writer.write(b"GET /relay HTTP/1.1\r\nUpgrade: iroh derp http\r\n\r\n")
+        elif n % 3 == 2:
+            key = Ed25519PrivateKey.generate()
+            writer.write(b"GET /relay HTTP/1.1\r\nUpgrade: iroh derp http\r\n\r\n")
+            writer.write(hs.client_info(key))
+        writer.write(garbage)
+        writer.write_eof()
+        try:
+            await asyncio.wait_for(reader.read(), 5)
+        except (TimeoutError, ConnectionError):
+            pass  # garbage that looks like an unfinished frame waits; closed below
+        writer.close()
+    a.send_packet(b.key, b"still forwarding")
+    assert await b.recv_packet() == (a.key, b"still forwarding")
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
