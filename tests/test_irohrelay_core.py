@@ -52,6 +52,21 @@ def test_full_queue_drops_by_count_and_by_bytes():
     assert router.stats.dropped_queue_full == 2
 
 
+def test_disco_packets_have_their_own_budget():
+    router = Router(queue_depth=3, disco_depth=2)
+    a, b = make(A), make(B)
+    router.register(a)
+    router.register(b)
+    disco = core.DISCO_MAGIC + bytes(40)
+    assert [router.forward(a, B, b"data") for _ in range(4)] == [0, 0, 0, core.QUEUE_FULL]
+    assert [router.forward(a, B, disco) for _ in range(3)] == [0, 0, core.QUEUE_FULL]
+    big = core.DISCO_MAGIC + bytes(core.DISCO_MAX_LEN)  # too big for disco: data, so full
+    assert router.forward(a, B, big) == core.QUEUE_FULL
+    assert len(b.take()) == 5 and b.disco == 0
+    assert router.forward(a, B, disco) == core.FORWARDED
+    assert router.stats.disco_in == 4
+
+
 def test_duplicate_key_replaces_and_the_old_one_leaves_quietly():
     router = Router()
     a1, a2, b = make(A), make(A), make(B)

@@ -7,7 +7,9 @@ it reads to `Router.forward`, and drains `Client.queue` when its transport can t
 Rules (after n0's `server/clients.rs` and `server/client.rs` of iroh v0.35.0):
 - a packet for a key that is not connected is dropped (`NO_PEER`);
 - each client has a bounded queue (packets and bytes); a full queue drops (`QUEUE_FULL`)
-  and never blocks the sender;
+  and never blocks the sender. Disco packets (iroh's hole-punching messages, `TS💬` + key)
+  have a budget of their own in the same queue, as n0 gives them a queue of their own, so a
+  client flooded with data still gets them;
 - a second client with the same key replaces the first, which the caller must close;
 - when a client leaves, each client it sent packets to that is still connected gets NodeGone
   for it (bounded: at most `sent_to_limit` keys are remembered per client).
@@ -20,6 +22,10 @@ NO_PEER = 1
 QUEUE_FULL = 2
 
 QUEUE_DEPTH = 512  # packets, as n0's PER_CLIENT_SEND_QUEUE_DEPTH
+DISCO_DEPTH = 512  # and disco packets besides (n0: a second queue of the same depth)
+DISCO_MAGIC = "TS💬".encode()
+DISCO_MIN_LEN = len(DISCO_MAGIC) + 32
+DISCO_MAX_LEN = 4096  # real ones are far smaller; larger "disco" is treated as data
 QUEUE_BYTES = 1024 * 1024  # and at most this much data queued per client
 SENT_TO_LIMIT = 1024
 
@@ -29,7 +35,7 @@ class Client:
     NodeGone notices; `wake()` is called when the queue stops being empty. `owner` is the
     protocol layer's connection object (opaque here)."""
 
-    __slots__ = ("key", "wake", "owner", "queue", "queued_bytes", "sent_to", "closed")
+    __slots__ = ("key", "wake", "owner", "queue", "queued_bytes", "disco", "sent_to", "closed")
 
     def __init__(self, key: bytes, wake, owner=None):
         self.key = key
@@ -37,6 +43,7 @@ class Client:
         self.owner = owner
         self.queue = deque()
         self.queued_bytes = 0
+        self.disco = 0  # disco packets in the queue
         self.sent_to = set()
         self.closed = False
 
@@ -45,6 +52,7 @@ class Client:
         items = list(self.queue)
         self.queue.clear()
         self.queued_bytes = 0
+        self.disco = 0
         return items
 
 
@@ -54,6 +62,7 @@ class Stats:
     __slots__ = (
         "packets_in",
         "bytes_in",
+        "disco_in",
         "dropped_no_peer",
         "dropped_queue_full",
         "dropped_bytes",
@@ -73,11 +82,13 @@ class Router:
         queue_depth: int = QUEUE_DEPTH,
         queue_bytes: int = QUEUE_BYTES,
         sent_to_limit: int = SENT_TO_LIMIT,
+        disco_depth: int = DISCO_DEPTH,
     ):
         self.clients: dict[bytes, Client] = {}
         self.queue_depth = queue_depth
         self.queue_bytes = queue_bytes
         self.sent_to_limit = sent_to_limit
+        self.disco_depth = disco_depth
         self.stats = Stats()
 
     def __len__(self):
@@ -99,13 +110,14 @@ class Router:
             self.stats.dropped_closed += sum(1 for src, _ in client.queue if src is not None)
             client.queue.clear()
         client.queued_bytes = 0
+        client.disco = 0
         if self.clients.get(client.key) is not client:
             return
         del self.clients[client.key]
         for key in client.sent_to:
             peer = self.clients.get(key)
             if peer is not None and len(peer.queue) < self.queue_depth:
-                peer.queue.append((None, client.key))
+                peer.queue.append((None, client.key))  # 32 bytes: not counted in bytes
                 self.stats.node_gone += 1
                 if len(peer.queue) == 1:
                     peer.wake()
@@ -123,7 +135,16 @@ class Router:
             stats.dropped_bytes += size
             return NO_PEER
         queue = dst.queue
-        if len(queue) >= self.queue_depth or dst.queued_bytes + size > self.queue_bytes:
+        if DISCO_MIN_LEN <= size <= DISCO_MAX_LEN and data.startswith(DISCO_MAGIC):
+            stats.disco_in += 1
+            if dst.disco >= self.disco_depth:
+                stats.dropped_queue_full += 1
+                stats.dropped_bytes += size
+                return QUEUE_FULL
+            dst.disco += 1
+        elif (
+            len(queue) - dst.disco >= self.queue_depth or dst.queued_bytes + size > self.queue_bytes
+        ):
             stats.dropped_queue_full += 1
             stats.dropped_bytes += size
             return QUEUE_FULL

@@ -55,6 +55,11 @@ class IrohRelayCollector:
             "packets_received", "SendPacket frames received from clients", routed.packets_in
         )
         yield _counter("bytes_received", "Data bytes in SendPacket frames", routed.bytes_in)
+        yield _counter(
+            "disco_packets_received",
+            "SendPacket frames that carry iroh disco (hole punching) messages",
+            routed.disco_in,
+        )
         yield _counter("packets_forwarded", "Packets written to their destination", out.packets_out)
         yield _counter("bytes_forwarded", "Data bytes written to destinations", out.bytes_out)
         yield _counter(

@@ -198,7 +198,11 @@ def test_webxdc_realtime_through_the_relay_with_udp_dropped(dc, tmp_path):
         return _value(after, name, **labels) - _value(before, name, **labels)
 
     forwarded = delta("chatmail_irohrelay_bytes_forwarded_total")
-    print(f"relay forwarded {forwarded:.0f} bytes for {CHUNK * CHUNKS} bytes of realtime data")
+    disco = delta("chatmail_irohrelay_disco_packets_received_total")
+    print(
+        f"relay forwarded {forwarded:.0f} bytes for {CHUNK * CHUNKS} bytes of realtime data"
+        f" ({disco:.0f} disco packets)"
+    )
     assert forwarded >= CHUNK * CHUNKS
     assert delta("chatmail_irohrelay_packets_forwarded_total") > 0
     assert _value(after, "chatmail_irohrelay_clients") >= 2
