@@ -57,10 +57,10 @@ def test_disco_packets_have_their_own_budget():
     a, b = make(A), make(B)
     router.register(a)
     router.register(b)
-    disco = core.DISCO_MAGIC + bytes(40)
+    disco = b"\x40\x00" + core.DISCO_MAGIC + bytes(58)  # one datagram of 64 bytes
     assert [router.forward(a, B, b"data") for _ in range(4)] == [0, 0, 0, core.QUEUE_FULL]
     assert [router.forward(a, B, disco) for _ in range(3)] == [0, 0, core.QUEUE_FULL]
-    big = core.DISCO_MAGIC + bytes(core.DISCO_MAX_LEN)  # too big for disco: data, so full
+    big = b"\x00\x10" + core.DISCO_MAGIC + bytes(core.DISCO_MAX_LEN)  # too big: data
     assert router.forward(a, B, big) == core.QUEUE_FULL
     assert len(b.take()) == 5 and b.disco == 0
     assert router.forward(a, B, disco) == core.FORWARDED

@@ -9,7 +9,10 @@ Rules (after n0's `server/clients.rs` and `server/client.rs` of iroh v0.35.0):
 - each client has a bounded queue (packets and bytes); a full queue drops (`QUEUE_FULL`)
   and never blocks the sender. Disco packets (iroh's hole-punching messages, `TS💬` + key)
   have a budget of their own in the same queue, as n0 gives them a queue of their own, so a
-  client flooded with data still gets them;
+  client flooded with data still gets them. iroh 0.35 clients send a batch of datagrams in
+  each packet, each behind a 2-byte little-endian length (`PacketizeIter` in
+  iroh/src/magicsock/relay_actor.rs), so the magic is looked for behind that length (n0's
+  server looks at the very start, where a 0.35 client never puts it);
 - a second client with the same key replaces the first, which the caller must close;
 - when a client leaves, each client it sent packets to that is still connected gets NodeGone
   for it (bounded: at most `sent_to_limit` keys are remembered per client).
@@ -24,7 +27,8 @@ QUEUE_FULL = 2
 QUEUE_DEPTH = 512  # packets, as n0's PER_CLIENT_SEND_QUEUE_DEPTH
 DISCO_DEPTH = 512  # and disco packets besides (n0: a second queue of the same depth)
 DISCO_MAGIC = "TS💬".encode()
-DISCO_MIN_LEN = len(DISCO_MAGIC) + 32
+DISCO_OFFSET = 2  # the first datagram's length
+DISCO_MIN_LEN = DISCO_OFFSET + len(DISCO_MAGIC) + 32
 DISCO_MAX_LEN = 4096  # real ones are far smaller; larger "disco" is treated as data
 QUEUE_BYTES = 1024 * 1024  # and at most this much data queued per client
 SENT_TO_LIMIT = 1024
@@ -135,7 +139,7 @@ class Router:
             stats.dropped_bytes += size
             return NO_PEER
         queue = dst.queue
-        if DISCO_MIN_LEN <= size <= DISCO_MAX_LEN and data.startswith(DISCO_MAGIC):
+        if DISCO_MIN_LEN <= size <= DISCO_MAX_LEN and data.startswith(DISCO_MAGIC, DISCO_OFFSET):
             stats.disco_in += 1
             if dst.disco >= self.disco_depth:
                 stats.dropped_queue_full += 1
