@@ -11,7 +11,9 @@ loopback (with --pin: on CPU 0, the load on the others), and measures:
    relay's CPU seconds per million packets (utime+stime from /proc);
 2. latency: one client offers 1,000 packets/s (1,200 bytes, a send timestamp inside) to
    another; p50/p99 one-way latency through the relay, the same over a direct loopback TCP
-   connection with the same client code, and the difference ("added");
+   connection with the same client code, and the difference ("added"). With --realtime the
+   load and the relay run as SCHED_FIFO for this part, so other load on a shared machine
+   does not decide the tail;
 3. memory: --clients clients connect and complete the handshake, then stay idle; the
    relay's RSS growth divided by the number of clients.
 
@@ -269,7 +271,24 @@ async def _direct(rate, seconds):
     return latencies
 
 
-def latency(relay, rate, seconds):
+def _set_fifo(pids, on):
+    """SCHED_FIFO (priority 10) or back to SCHED_OTHER for `pids` (needs root)."""
+    policy, param = (os.SCHED_FIFO, 10) if on else (os.SCHED_OTHER, 0)
+    for pid in pids:
+        os.sched_setscheduler(pid, policy, os.sched_param(param))
+
+
+def latency(relay, rate, seconds, realtime=False):
+    if realtime:
+        _set_fifo([0, relay.proc.pid], True)
+    try:
+        return _latency(relay, rate, seconds) | {"realtime": realtime}
+    finally:
+        if realtime:
+            _set_fifo([0, relay.proc.pid], False)
+
+
+def _latency(relay, rate, seconds):
     try:
         import uvloop
 
@@ -340,6 +359,13 @@ def main():
         help="pin the relay to the first CPU and the load to the others (on a busy shared"
         " machine this hurts: the relay then waits for that one CPU)",
     )
+    p.add_argument(
+        "--realtime",
+        action="store_true",
+        help="latency part only: run the load and the relay as SCHED_FIFO (root), so the"
+        " other load of a shared machine does not delay them; measures the relay, not the"
+        " machine",
+    )
     p.add_argument("--only", choices=("throughput", "latency", "memory"), action="append")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -350,7 +376,7 @@ def main():
         if "throughput" in parts:
             result["throughput"] = throughput(relay, args.seconds, args.window)
         if "latency" in parts:
-            result["latency"] = latency(relay, args.rate, args.seconds)
+            result["latency"] = latency(relay, args.rate, args.seconds, args.realtime)
         if "memory" in parts:
             result["memory"] = memory(relay, args.clients)
     finally:
@@ -377,8 +403,9 @@ def _print_throughput(t):
 
 
 def _print_latency(lat):
+    fifo = " (SCHED_FIFO)" if lat["realtime"] else ""
     print(
-        f"latency at {lat['offered_per_s']} packets/s: relay p50 {lat['relay_p50_ms']} ms,"
+        f"latency at {lat['offered_per_s']} packets/s{fifo}: relay p50 {lat['relay_p50_ms']} ms,"
         f" p99 {lat['relay_p99_ms']} ms; direct p50 {lat['direct_p50_ms']} ms,"
         f" p99 {lat['direct_p99_ms']} ms; added p99 {lat['added_p99_ms']} ms"
     )
