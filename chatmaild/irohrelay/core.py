@@ -31,7 +31,7 @@ DISCO_OFFSET = 2  # the first datagram's length
 DISCO_MIN_LEN = DISCO_OFFSET + len(DISCO_MAGIC) + 32
 DISCO_MAX_LEN = 4096  # real ones are far smaller; larger "disco" is treated as data
 QUEUE_BYTES = 1024 * 1024  # and at most this much data queued per client
-SENT_TO_LIMIT = 1024
+SENT_TO_LIMIT = 256  # keys remembered per client for NodeGone (n0: unbounded)
 
 
 class Client:
@@ -156,7 +156,7 @@ class Router:
         dst.queued_bytes += size
         sent_to = src.sent_to
         if dst_key not in sent_to and len(sent_to) < self.sent_to_limit:
-            sent_to.add(dst_key)
+            sent_to.add(dst.key)  # the registered key object: no copy kept per entry
         if len(queue) == 1:
             dst.wake()
         return FORWARDED
