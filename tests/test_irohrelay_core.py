@@ -27,8 +27,8 @@ def test_forward_both_ways_and_wake_once_per_batch():
     assert router.forward(a, B, b"one") == core.FORWARDED
     assert router.forward(a, B, b"two") == core.FORWARDED
     assert router.forward(b, A, b"back") == core.FORWARDED
-    assert b.take() == [(A, b"one"), (A, b"two")] and len(b.woken) == 1
-    assert a.take() == [(B, b"back")]
+    assert router.take(b) == [(A, b"one"), (A, b"two")] and len(b.woken) == 1
+    assert router.take(a) == [(B, b"back")]
     assert router.stats.packets_in == 3 and router.stats.bytes_in == 10
 
 
@@ -46,10 +46,23 @@ def test_full_queue_drops_by_count_and_by_bytes():
     router.register(a)
     router.register(b)
     assert [router.forward(a, B, b"x") for _ in range(4)] == [0, 0, 0, core.QUEUE_FULL]
-    b.take()
+    router.take(b)
     assert router.forward(a, B, bytes(60)) == core.FORWARDED
     assert router.forward(a, B, bytes(60)) == core.QUEUE_FULL
     assert router.stats.dropped_queue_full == 2
+
+
+def test_all_queues_together_are_bounded():
+    router = Router(total_bytes=100)
+    a, b, c = make(A), make(B), make(C)
+    for x in (a, b, c):
+        router.register(x)
+    assert router.forward(a, B, bytes(60)) == core.FORWARDED
+    assert router.forward(a, C, bytes(60)) == core.QUEUE_FULL
+    router.take(b)
+    assert router.forward(a, C, bytes(60)) == core.FORWARDED
+    router.unregister(c)
+    assert router.queued_total == 0
 
 
 def test_disco_packets_have_their_own_budget():
@@ -62,7 +75,7 @@ def test_disco_packets_have_their_own_budget():
     assert [router.forward(a, B, disco) for _ in range(3)] == [0, 0, core.QUEUE_FULL]
     big = b"\x00\x10" + core.DISCO_MAGIC + bytes(core.DISCO_MAX_LEN)  # too big: data
     assert router.forward(a, B, big) == core.QUEUE_FULL
-    assert len(b.take()) == 5 and b.disco == 0
+    assert len(router.take(b)) == 5 and b.disco == 0
     assert router.forward(a, B, disco) == core.FORWARDED
     assert router.stats.disco_in == 4
 
@@ -76,7 +89,7 @@ def test_duplicate_key_replaces_and_the_old_one_leaves_quietly():
     assert router.register(a2) is a1 and a1.closed
     router.unregister(a1)  # the replaced connection closes later: no effect
     assert router.clients[A] is a2
-    b.take()
+    router.take(b)
     assert not b.queue  # no NodeGone for a replaced key
     assert router.stats.replaced == 1
 
@@ -87,9 +100,9 @@ def test_node_gone_to_those_it_sent_to():
     for x in (a, b, c):
         router.register(x)
     router.forward(a, B, b"x")
-    b.take()
+    router.take(b)
     router.unregister(a)
-    assert b.take() == [(None, A)]
+    assert router.take(b) == [(None, A)]
     assert not c.queue
     assert A not in router.clients
 

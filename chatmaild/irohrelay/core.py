@@ -6,7 +6,8 @@ it reads to `Router.forward`, and drains `Client.queue` when its transport can t
 
 Rules (after n0's `server/clients.rs` and `server/client.rs` of iroh v0.35.0):
 - a packet for a key that is not connected is dropped (`NO_PEER`);
-- each client has a bounded queue (packets and bytes); a full queue drops (`QUEUE_FULL`)
+- each client has a bounded queue (packets and bytes), and all queues together hold at most
+  `total_bytes`; a full queue drops (`QUEUE_FULL`)
   and never blocks the sender. Disco packets (iroh's hole-punching messages, `TS💬` + key)
   have a budget of their own in the same queue, as n0 gives them a queue of their own, so a
   client flooded with data still gets them. iroh 0.35 clients send a batch of datagrams in
@@ -31,6 +32,7 @@ DISCO_OFFSET = 2  # the first datagram's length
 DISCO_MIN_LEN = DISCO_OFFSET + len(DISCO_MAGIC) + 32
 DISCO_MAX_LEN = 4096  # real ones are far smaller; larger "disco" is treated as data
 QUEUE_BYTES = 1024 * 1024  # and at most this much data queued per client
+TOTAL_BYTES = 256 * 1024 * 1024  # data queued for all clients together
 SENT_TO_LIMIT = 256  # keys remembered per client for NodeGone (n0: unbounded)
 
 
@@ -50,14 +52,6 @@ class Client:
         self.disco = 0  # disco packets in the queue
         self.sent_to = set()
         self.closed = False
-
-    def take(self):
-        """Everything queued, oldest first; the queue is then empty."""
-        items = list(self.queue)
-        self.queue.clear()
-        self.queued_bytes = 0
-        self.disco = 0
-        return items
 
 
 class Stats:
@@ -87,12 +81,15 @@ class Router:
         queue_bytes: int = QUEUE_BYTES,
         sent_to_limit: int = SENT_TO_LIMIT,
         disco_depth: int = DISCO_DEPTH,
+        total_bytes: int = TOTAL_BYTES,
     ):
         self.clients: dict[bytes, Client] = {}
         self.queue_depth = queue_depth
         self.queue_bytes = queue_bytes
         self.sent_to_limit = sent_to_limit
         self.disco_depth = disco_depth
+        self.total_bytes = total_bytes
+        self.queued_total = 0
         self.stats = Stats()
 
     def __len__(self):
@@ -113,6 +110,7 @@ class Router:
         if client.queue:
             self.stats.dropped_closed += sum(1 for src, _ in client.queue if src is not None)
             client.queue.clear()
+        self.queued_total -= client.queued_bytes
         client.queued_bytes = 0
         client.disco = 0
         if self.clients.get(client.key) is not client:
@@ -127,6 +125,15 @@ class Router:
                     peer.wake()
         client.sent_to.clear()
 
+    def take(self, client: Client) -> list:
+        """Everything queued for `client`, oldest first; its queue is then empty."""
+        items = list(client.queue)
+        client.queue.clear()
+        self.queued_total -= client.queued_bytes
+        client.queued_bytes = 0
+        client.disco = 0
+        return items
+
     def forward(self, src: Client, dst_key: bytes, data: bytes) -> int:
         """Queue `data` from `src` for the client with `dst_key`."""
         stats = self.stats
@@ -139,6 +146,10 @@ class Router:
             stats.dropped_bytes += size
             return NO_PEER
         queue = dst.queue
+        if self.queued_total + size > self.total_bytes:
+            stats.dropped_queue_full += 1
+            stats.dropped_bytes += size
+            return QUEUE_FULL
         if DISCO_MIN_LEN <= size <= DISCO_MAX_LEN and data.startswith(DISCO_MAGIC, DISCO_OFFSET):
             stats.disco_in += 1
             if dst.disco >= self.disco_depth:
@@ -154,6 +165,7 @@ class Router:
             return QUEUE_FULL
         queue.append((src.key, data))
         dst.queued_bytes += size
+        self.queued_total += size
         sent_to = src.sent_to
         if dst_key not in sent_to and len(sent_to) < self.sent_to_limit:
             sent_to.add(dst.key)  # the registered key object: no copy kept per entry

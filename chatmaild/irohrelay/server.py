@@ -397,7 +397,7 @@ class RelayConnection(asyncio.Protocol):
         size = 0
         gone = 0
         encode = self.framing.packet_parts
-        for src, data in client.take():
+        for src, data in self.server.router.take(client):
             if src is None:
                 parts.append(self.framing.encode(fr.NODE_GONE, data))
                 gone += 1
