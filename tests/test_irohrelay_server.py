@@ -326,6 +326,8 @@ async def test_websocket_client(relay):
     data = await asyncio.wait_for(reader.readexactly(11), 5)
     assert data == bytes([0x82, 9, fr.PONG]) + b"abcdefgh"
     assert relay.stats.accepts_websocket == 1
+    writer.write(ws.mask_frame(ws.OP_CLOSE, b"\x03\xe8", mask))
+    assert await asyncio.wait_for(reader.read(), 5) == bytes([0x88, 2]) + b"\x03\xe8"
     writer.close()
 
 

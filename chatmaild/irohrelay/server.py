@@ -298,8 +298,11 @@ class RelayConnection(asyncio.Protocol):
         if framing.outgoing:
             self.transport.write(bytes(framing.outgoing))
             framing.outgoing.clear()
-        if framing.closed:
-            self.abort("WebSocket closed by the client")
+        if framing.closed:  # the close frame answering the client's goes out first
+            if self.client is not None:
+                self._log_gone(self.client, "WebSocket closed by the client")
+            self.state = CLOSED
+            self.transport.close()
             return None
         return frames
 
