@@ -3,10 +3,11 @@ chatmail-iroh-relay, with all UDP but DNS dropped in both namespaces.
 
 A pair of its own for this module: each relay's chatmail-iroh-relay listens on every address
 of its namespace and advertises `http://<link address>:3340`, so a client on one relay can
-reach the other relay's iroh relay over the veth link (a peer is reached through its home
-relay, and answers come back through the relay the packets came from). alice (relay A)
-sends 160 KiB of realtime data to bob (relay B); the two relays' metrics together must show
-at least those bytes forwarded.
+reach the other relay's iroh relay over the veth link (a peer is dialled through its home
+relay; which relay then carries the traffic is iroh's choice: in practice both directions
+use the one the first connection went through). alice (relay A) sends 160 KiB of realtime
+data to bob (relay B); the two relays' metrics together must show at least those bytes
+forwarded.
 """
 
 import concurrent.futures
