@@ -769,6 +769,18 @@ class Relay:
             )
         elif c.ipv4_relay:
             dkim = "\n\nDKIM: an IP-only relay signs nothing (no OpenDKIM)."
+        iroh = ""
+        if c.iroh_relay_listen and "iroh-relay" not in self.skipped:
+            advertised = c.iroh_relay or "(nothing: iroh_relay is empty)"
+            iroh = (
+                f"\n\niroh relay (webxdc realtime): chatmail-iroh-relay on {c.iroh_relay_listen},"
+                f"\n  advertised to Delta Chat as {advertised}"
+            )
+            if c.iroh_relay.startswith("https://"):
+                iroh += (
+                    "\n  (Delta Chat accepts only publicly trusted certificates there; for a"
+                    "\n  local test set iroh_relay = http://127.0.0.1:3340 in the ini)"
+                )
         skipped = (
             f"\nNot running (not in this checkout yet): {', '.join(self.skipped)}"
             if self.skipped
@@ -792,7 +804,8 @@ Or by hand (advanced login settings):
 
 Web front (nginx): https://{c.mail_domain}/ (website, autoconfig, MTA-STS);
   a new account: {curl} -X POST https://{c.mail_domain}/new
-  port 443 also carries IMAP and SMTP for clients that offer ALPN imap/smtp{metrics}{dkim}{skipped}
+  port 443 also carries IMAP and SMTP for clients that offer ALPN imap/smtp\
+{iroh}{metrics}{dkim}{skipped}
 
 Stop it with: {self.stop_command()}"""
 
