@@ -16,7 +16,7 @@ MAILNAME = Path("/etc/mailname")
 LOGMETRICS_UDP = ("127.0.0.1", 3904)
 # Programs whose log lines chatmail-logmetrics counts besides the mail facility's
 # (Postfix, Dovecot, OpenDKIM): our daemons log to the journal under their own names.
-LOGMETRICS_PROGRAMS = "^(filtermail|doveauth|lastlogin|chatmail-[a-z-]+)$"
+LOGMETRICS_PROGRAMS = ("filtermail", "doveauth", "lastlogin", "chatmail-")
 
 
 def unbound_conf(config):
@@ -48,12 +48,13 @@ def resolv_conf(config):
 
 def rsyslog_conf(config):
     host, port = LOGMETRICS_UDP
+    # (a `$` inside a RainerScript string starts a variable: no regex here)
+    programs = ", ".join(f'"{name}"' for name in LOGMETRICS_PROGRAMS)
     return "\n".join(
         [
             "# The mail log and our daemons' lines to chatmail-logmetrics (UDP, RFC 3164),",
             "# rendered by chatmaild; docs/metrics.md.",
-            'if $syslogfacility-text == "mail"'
-            f' or re_match($programname, "{LOGMETRICS_PROGRAMS}") then {{',
+            f'if $syslogfacility-text == "mail" or $programname startswith [{programs}] then {{',
             f'    action(type="omfwd" target="{host}" port="{port}" protocol="udp"',
             '           queue.type="LinkedList" queue.size="10000" action.resumeRetryCount="-1")',
             "}",

@@ -13,7 +13,6 @@ of its own (deploy-notes.md), and commands run inside with nsenter.
 import hashlib
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -31,7 +30,6 @@ SOURCES = (
     f"deb http://deb.debian.org/debian-security {SUITE}-security main\n"
 )
 BASE_VERSION = 1  # bump when the base's own setup below changes
-NOFILE_HARD = 1 << 20  # fs.nr_open's default
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
 
 
@@ -61,9 +59,6 @@ class Cgroup:
             os.setsid()
             for d in dirs:
                 (d / "cgroup.procs").write_text(str(os.getpid()))
-            # a server's limit, not this shell's (units may ask for LimitNOFILE=65536)
-            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, NOFILE_HARD))
 
         return enter
 
@@ -252,6 +247,7 @@ class Container:
     def stop(self, timeout=30):
         """Power off (SIGRTMIN+4 to the container's systemd), SIGKILL after `timeout`."""
         if self.proc is None:
+            self.cgroup.remove()
             return
         if self.proc.poll() is None and self.leader:
             try:

@@ -11,6 +11,7 @@ port 80), writes an inventory with the `community.docker.nsenter` connection and
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -40,6 +41,22 @@ def role_packages():
         + defaults["chatmail_monitoring_packages"]
         + fw["firewall_packages"]
     )
+
+
+# This machine's hard limit for open files (nspawn's container inherits it; raising it needs
+# CAP_SYS_RESOURCE, which the test host does not give).
+HOST_NOFILE_HARD = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+
+def nofile_dropins():
+    """{unit: drop-in} lowering LimitNOFILE where a unit of systemd/ asks for more than the
+    container can have (a real server has no such limit: the role's chatmail_unit_dropins)."""
+    dropins = {}
+    for unit in sorted((ROOT / "systemd").glob("*.service")):
+        m = re.search(r"(?m)^LimitNOFILE=(\d+)", unit.read_text())
+        if m and HOST_NOFILE_HARD != resource.RLIM_INFINITY and int(m.group(1)) > HOST_NOFILE_HARD:
+            dropins[unit.name] = f"[Service]\nLimitNOFILE={HOST_NOFILE_HARD}\n"
+    return dropins
 
 
 class PlayResult:
@@ -192,6 +209,7 @@ class Deployment:
                 "min_free_disk_space": "1K",
             },
             "chatmail_build_dir": str(self.workdir / "build"),
+            "chatmail_unit_dropins": nofile_dropins(),
             **(extra or {}),
         }
         (inv / "host_vars" / "relay.yml").write_text(yaml.safe_dump(host_vars))

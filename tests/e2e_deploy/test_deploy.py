@@ -85,6 +85,35 @@ def test_verify_passes_and_fails_when_a_service_is_stopped(deployment):
     assert deployment.play("--tags", "verify").rc == 0
 
 
+def _unbound_serves(d, text):
+    """Let the container's unbound answer a record (a stand-in for the published zone)."""
+    conf = "/etc/unbound/unbound.conf.d/zz-test-dkim.conf"
+    if text is None:
+        d.container.run(["rm", "-f", conf])
+    else:
+        d.container.run(["tee", conf], input=text)
+    d.container.run(["systemctl", "restart", "unbound"])
+
+
+def test_verify_checks_a_published_dkim_record_against_the_key(deployment):
+    venv_python = "/usr/local/lib/chatmaild/venv/bin/python"
+    record = deployment.container.run(
+        [venv_python, "-m", "chatmaild.relay", "dkim-record", "--config",
+         "/usr/local/lib/chatmaild/chatmail.ini"]
+    ).stdout.strip()  # fmt: skip
+    name = record.split()[0]
+    try:
+        _unbound_serves(deployment, f"server:\n    local-data: '{record}'\n")
+        ok = deployment.play("--tags", "verify")
+        assert ok.rc == 0 and "DKIM: ok" in ok.output, ok.output[-3000:]
+        other = f'{name} TXT "v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAwrong"'
+        _unbound_serves(deployment, f"server:\n    local-data: '{other}'\n")
+        bad = deployment.play("--tags", "verify")
+        assert bad.rc != 0 and "DKIM differs" in bad.output, bad.output[-3000:]
+    finally:
+        _unbound_serves(deployment, None)
+
+
 def test_the_served_certificate_is_pebbles(deployment, tmp_path):
     root = tmp_path / "pebble-root.pem"
     root.write_text(deployment.pebble_root())
@@ -298,6 +327,15 @@ def test_restart_brings_everything_back_and_delivers_queued_mail(deployment, acc
         timeout=90,
     )
     assert found.returncode == 0, c.run(["postqueue", "-p"]).stdout
+    # the delivery reached chatmail-logmetrics through rsyslog's feed (rendered config)
+    fed = c.sh(
+        "for i in $(seq 30); do curl -s http://127.0.0.1:3903/metrics"
+        " | grep -E '^chatmail_deliveries_total(\\{[^}]*\\})? [1-9]' && exit 0; sleep 1; done;"
+        " exit 1",
+        check=False,
+        timeout=60,
+    )
+    assert fed.returncode == 0, c.run(["curl", "-s", "http://127.0.0.1:3903/metrics"]).stdout
     ok = deployment.play("--tags", "verify")
     assert ok.rc == 0, ok.output[-3000:]
 
