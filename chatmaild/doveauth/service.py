@@ -51,13 +51,14 @@ class DoveauthService:
                 return self._userdb_after_creation(addr, pending)
             return self._counted_userdb(self.userdb_lookup(addr))
         if key.startswith(rules.PASSDB_PREFIX):
-            parsed = rules.split_passdb_key(key[len(rules.PASSDB_PREFIX) :])
+            rest = key[len(rules.PASSDB_PREFIX) :]
+            parsed = rules.split_passdb_key(rest)
             if parsed is None:
-                log.warning("passdb key without user part ignored")
-                self.metrics.lookup[("passdb", "failed")].inc()
-                return None
-            password, addr = parsed
-            result = self.passdb_lookup(addr, password)
+                # `passdb/<user>` (auth.conf's key): existing accounts only, never a creation
+                result = self.userdb_lookup(rules.unescape_user(rest))
+            else:
+                password, addr = parsed
+                result = self.passdb_lookup(addr, password)
             if result is None:
                 self._passdb_notfound.inc()
             elif isinstance(result, str):

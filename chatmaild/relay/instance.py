@@ -55,6 +55,7 @@ STOP_TIMEOUT = 5.0
 # Postfix', Dovecot's and nginx's masters stop their children first
 MASTER_STOP_TIMEOUT = NGINX_STOP_TIMEOUT = 10.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 class RelayError(Exception):
@@ -382,6 +383,7 @@ class Relay:
         for path, text in render_relay(config, layout).items():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
+        self._write_checkpassword_wrapper()
         self._prepare_web(vmail)
         if self.ca_dir is not None:
             names = relay_names(config.mail_domain)
@@ -395,6 +397,36 @@ class Relay:
         self._run(self.postfix_argv("check"), "postfix check")
         if dkim is not None:
             self._run(dkimrun.check_argv(dkim), "opendkim -n (configuration check)")
+
+    def _write_checkpassword_wrapper(self):
+        """The program of Dovecot's checkpassword passdb (account creation): Dovecot's auth
+        process runs it as vmail, without capabilities, so it needs an interpreter vmail can
+        execute and this checkout on its path (it imports only the standard library)."""
+        wrapper = Path(self.layout.checkpassword_command)
+        env = {"PYTHONPATH": str(REPO_ROOT), "PATH": os.defpath}
+        probe = 'exec "$0" -s -c "import chatmaild.doveauth.checkpassword"'
+        # through a shell, as Dovecot runs it (setpriv itself may still reach the binary)
+        as_vmail = ["setpriv", f"--reuid={VMAIL}", f"--regid={VMAIL}", "--init-groups"]
+        for python in (sys.executable, SYSTEM_PYTHON):
+            ok = subprocess.run(
+                [*as_vmail, "/bin/sh", "-c", probe, python],
+                env=env,
+                capture_output=True,
+                check=False,
+            )
+            if ok.returncode == 0:
+                break
+        else:
+            raise RelayError(
+                f"{VMAIL} cannot run {sys.executable} or {SYSTEM_PYTHON} with {REPO_ROOT}"
+                " on its path: Dovecot's checkpassword (account creation) would fail"
+            )
+        wrapper.write_text(
+            "#!/bin/sh\n# Dovecot's checkpassword passdb: creates accounts on a first login.\n"
+            f"PYTHONPATH={REPO_ROOT} exec {python} -s -m chatmaild.doveauth.checkpassword"
+            ' "$@"\n'
+        )
+        os.chmod(wrapper, 0o755)
 
     @property
     def dkim(self):

@@ -40,6 +40,7 @@ DOVECOT_FILES = {
 PUSH_SCRIPT = ("chatmaild.metadata", "push_notification.lua")
 # chatmail-quota-expire trims to this share of the quota, as chatmail-expire does.
 QUOTA_TRIM_RATIO = 0.7
+CHECKPASSWORD_WRAPPER = "checkpassword"
 LMTP_PUSH_PLUGINS = "mail_lua notify push_notification push_notification_lua"
 
 
@@ -82,6 +83,11 @@ class Layout:
     # A private CA the SMTP client trusts besides /etc/ssl/certs (test relays that deliver
     # to each other with smtp_tls_security_level = verify); None for none.
     smtp_tls_ca_file: Path | None = None
+    # The checkpassword program of the second passdb (account creation on a first login,
+    # chatmaild.doveauth.checkpassword); Dovecot appends the doveauth socket's path.
+    checkpassword_command: str = (
+        "/usr/local/lib/chatmaild/venv/bin/python3 -m chatmaild.doveauth.checkpassword"
+    )
 
 
 def production_layout(config, push=True):
@@ -145,6 +151,8 @@ def local_layout(state_dir, push=True, first_valid_uid=500, self_signed=True):
         imap_login_min_avail=1,
         quota_expire_command=Path(sys.executable).parent / "chatmail-quota-expire",
         web=local_web_layout(s, self_signed=self_signed),
+        # a wrapper written by `relay up` (instance.py): the interpreter vmail can run
+        checkpassword_command=str(s / "dovecot" / CHECKPASSWORD_WRAPPER),
     )
 
 
@@ -209,6 +217,7 @@ def template_values(config, layout):
         "tls_cert": layout.tls_cert,
         "tls_key": layout.tls_key,
         "doveauth_socket": layout.doveauth_socket,
+        "checkpassword_command": layout.checkpassword_command,
         "metadata_socket": layout.metadata_socket,
         "lastlogin_socket": layout.lastlogin_socket,
         "chroot": "y" if layout.chroot else "n",
