@@ -13,7 +13,7 @@ import os
 import signal
 from collections import deque
 
-from chatmaild import daemon
+from chatmaild import acceptor, daemon
 from chatmaild.daemon import listen_error, remove_stale_socket
 
 from . import proto
@@ -389,14 +389,12 @@ async def serve_unix(path, service, backlog: int = 1024) -> asyncio.AbstractServ
     path = os.fspath(path)
     remove_stale_socket(path)
     state = _ServerState()
-    loop = asyncio.get_running_loop()
     old_umask = os.umask(0o077)
     try:
-        server = await loop.create_unix_server(
-            lambda: DictConnection(service, state), path=path, backlog=backlog
-        )
+        sock = acceptor.unix_listener(path, backlog)
     finally:
         os.umask(old_umask)
+    server = acceptor.start(sock, lambda: DictConnection(service, state), path)
     _connections[server] = state.connections
     return server
 

@@ -9,6 +9,11 @@ from chatmaild.relay.opendkim import signing_layout
 # chatmail-logmetrics' own default (mtail's address), when the ini sets no metrics_logmetrics
 LOGMETRICS_DEFAULT_LISTEN = "127.0.0.1:3903"
 OPENDKIM_LOG = "opendkim.log"
+# RLIMIT_NOFILE of every daemon, soft and hard: LimitNOFILE= of the systemd units, and what
+# `relay up` gives its daemons. Every connection is a descriptor: 10,000 idle connections
+# leave room for the real traffic. (Inside systemd-nspawn and some containers the hard limit
+# cannot go above the host's, often 20000; docs/systemd.md.)
+LIMIT_NOFILE = 20000
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from chatmaild.metrics.exporter import parse_listen_spec
 from chatmaild.relay import dkimrun, processes, webcert
 from chatmaild.relay import netns as netns_mod
-from chatmaild.relay.daemons import OPENDKIM_LOG, relay_daemons
+from chatmaild.relay.daemons import LIMIT_NOFILE, OPENDKIM_LOG, relay_daemons
 from chatmaild.relay.nginx import STREAM_MODULE
 from chatmaild.relay.opendkim import signing_layout, zone_line
 from chatmaild.relay.peering import Peering
@@ -52,6 +52,8 @@ NGINX_PORTS = (443, 8443, 8484)
 NGINX_USER = "www-data"
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
+# a supervised daemon: filtermail lets sessions in flight finish (10 s) before it stops
+DAEMON_STOP_TIMEOUT = 15.0
 # Postfix', Dovecot's and nginx's masters stop their children first
 MASTER_STOP_TIMEOUT = NGINX_STOP_TIMEOUT = 10.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -444,10 +446,39 @@ class Relay:
 
     # -- starting -----------------------------------------------------------------------
 
+    def daemon_pid_file(self, name):
+        return self.state_dir / "run" / "supervise" / f"{name}.pid"
+
+    def daemon_pid(self, name):
+        """The pid of daemon `name` itself (its supervisor's child), None while it is down."""
+        return read_pid(self.daemon_pid_file(name))
+
     def start_daemon(self, daemon):
+        """Start `daemon` under its supervisor (supervise.py), which restarts it when it dies
+        and gives it the units' descriptor limit; `pids` records the supervisor."""
         log_path = self.log_dir / f"{daemon.name}.log"
+        pid_file = self.daemon_pid_file(daemon.name)
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        supervisor = [
+            sys.executable,
+            "-m",
+            "chatmaild.relay.supervise",
+            f"--name={daemon.name}",
+            f"--pid-file={pid_file}",
+            f"--nofile={LIMIT_NOFILE}",
+            f"--stop-timeout={DAEMON_STOP_TIMEOUT - 2}",
+            "--",
+        ]
         argv = self.in_netns(
-            [*self._as_vmail_prefix(), sys.executable, "-m", daemon.module, *daemon.args]
+            [
+                *supervisor,
+                *self._as_vmail_prefix(),
+                "--pdeathsig=TERM",  # the daemon ends with its supervisor, even on SIGKILL
+                sys.executable,
+                "-m",
+                daemon.module,
+                *daemon.args,
+            ]
         )
         with open(log_path, "ab") as out:
             proc = subprocess.Popen(
@@ -605,8 +636,12 @@ class Relay:
         return modules.get(name, name.split("-")[0])
 
     def _stop_pid(self, name, pid):
-        if processes.stop(pid, self._hint(name), STOP_TIMEOUT) is False:
+        timeout = DAEMON_STOP_TIMEOUT if name in self._supervised() else STOP_TIMEOUT
+        if processes.stop(pid, self._hint(name), timeout) is False:
             self.log(f"{name} did not stop on SIGTERM: killed it")
+
+    def _supervised(self):
+        return {d.name for d in self.daemons()} if self.config else set()
 
     def stop_daemon(self, name):
         pid = self.pids.pop(name, None)

@@ -15,6 +15,8 @@ import asyncio
 import logging
 import time
 
+from chatmaild import acceptor
+
 from .proto import (
     NEED_DATA,
     PAUSED,
@@ -238,15 +240,13 @@ class SMTPServer:
         self.server: asyncio.Server | None = None
 
     async def start(self) -> "SMTPServer":
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(
+        sock = acceptor.tcp_listener(self.host, self.port, self.backlog)
+        self.port = sock.getsockname()[1]
+        self.server = acceptor.start(
+            sock,
             lambda: SMTPServerProtocol(self.handler, self.settings, self.sessions),
-            self.host,
-            self.port,
-            backlog=self.backlog,
-            reuse_address=True,
+            f"{self.host}:{self.port}",
         )
-        self.port = self.server.sockets[0].getsockname()[1]
         return self
 
     async def shutdown(self, grace: float = 10.0) -> None:

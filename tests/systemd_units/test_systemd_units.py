@@ -346,3 +346,16 @@ def test_timers_have_their_service_and_schedule(timer):
         assert re.fullmatch(r"\*-\*-\* \d\d:\d\d:00", calendar), calendar
         assert unit.get("Persistent", section="Timer") == "true"
     assert unit.get("WantedBy", section="Install") == "timers.target"
+
+
+@pytest.mark.parametrize("path", chatmaild_units(), ids=ids(chatmaild_units()))
+def test_daemons_have_the_descriptor_limit_of_the_local_relay(path):
+    """A long-running daemon gets LimitNOFILE (soft = hard: the units' seccomp filter forbids
+    setrlimit, so the daemon cannot raise its soft limit itself); `relay up` gives its
+    daemons the same limit, so the tests see what production sees."""
+    from chatmaild.relay.daemons import LIMIT_NOFILE
+
+    unit = Unit.load(path)
+    if unit.get("Type") == "oneshot":
+        return
+    assert unit.get("LimitNOFILE") == str(LIMIT_NOFILE), path.name
