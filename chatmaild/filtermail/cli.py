@@ -13,16 +13,21 @@ from chatmaild.config import load_config_or_exit
 from chatmaild.daemon import StartupError, listen_error
 from chatmaild.metrics.exporter import start_exporter
 from chatmaild.metrics.filtermail import FiltermailMetrics
+from chatmaild.smtp.server import DEFAULT_COMMAND_TIMEOUT, DEFAULT_SESSION_TIMEOUT
 
 from .app import LISTEN_HOST, MODES, build_server
 
 log = logging.getLogger("filtermail")
+# sessions in flight may finish this long after SIGTERM (systemd waits 90 s before SIGKILL)
+SHUTDOWN_GRACE = 10.0
 
 
-async def serve(config, mode: str, backlog: int) -> None:
+async def serve(config, mode: str, backlog: int, deadlines=None) -> None:
     metrics = FiltermailMetrics(mode)
     try:
-        server, reinjector = build_server(config, mode, backlog=backlog, metrics=metrics)
+        server, reinjector = build_server(
+            config, mode, backlog=backlog, metrics=metrics, deadlines=deadlines
+        )
     except dns.resolver.NoResolverConfiguration:
         raise StartupError(
             "DKIM verification needs a resolver: none in /etc/resolv.conf "
@@ -52,7 +57,7 @@ async def serve(config, mode: str, backlog: int) -> None:
     log.info("filtermail %s shutting down", mode)
     if exporter is not None:
         exporter.close()
-    await server.shutdown(grace=10.0)
+    await server.shutdown(grace=SHUTDOWN_GRACE)
     await reinjector.close()
     if exporter is not None:
         await exporter.wait_closed()
@@ -80,7 +85,20 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--backlog", type=int, default=1024, help="listen backlog (default: %(default)s)"
     )
+    parser.add_argument(
+        "--command-timeout",
+        type=float,
+        default=DEFAULT_COMMAND_TIMEOUT,
+        help="seconds a client has for one whole command line (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--session-timeout",
+        type=float,
+        default=DEFAULT_SESSION_TIMEOUT,
+        help="seconds a session may last in all (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     config = load_config_or_exit(args.config)
-    daemon.run(serve(config, args.mode, args.backlog))
+    deadlines = {"command_timeout": args.command_timeout, "session_timeout": args.session_timeout}
+    daemon.run(serve(config, args.mode, args.backlog, deadlines))
