@@ -87,7 +87,10 @@ async def test_a_trickled_request_line_is_cut(limited, caplog):
         except ConnectionError:  # closed by the server before the read noticed
             break
         await asyncio.sleep(0.05)
-    assert await asyncio.wait_for(reading, 2) == b""
+    try:
+        assert await asyncio.wait_for(reading, 2) == b""
+    except ConnectionError:  # the close was seen by a write first
+        pass
     assert 0.35 < time.monotonic() - started < 1.5
     assert "request line unfinished" in caplog.text
 
