@@ -143,3 +143,21 @@ async def test_shutdown_closes_what_is_left_after_the_grace_period():
     assert time.monotonic() - started < 2
     assert await asyncio.wait_for(stuck.reader.read(), 5) is not None
     assert not server.sessions
+
+
+async def test_an_endless_overlong_line_is_no_progress():
+    """Input dropped for its length (no LF ever) is consumed, but completes no command."""
+    server = await start(command_timeout=0.6)
+    client = await Client.connect(server.port)
+    started = time.monotonic()
+    reading = asyncio.ensure_future(closed_with(client))
+    while not reading.done() and time.monotonic() - started < 5:
+        try:
+            client.writer.write(b"x" * 2000)
+            await client.writer.drain()
+        except ConnectionError:
+            break
+        await asyncio.sleep(0.05)
+    assert await asyncio.wait_for(reading, 5) == "421 4.4.2 Error: timeout exceeded"
+    assert time.monotonic() - started < 3
+    await server.shutdown(grace=0)

@@ -116,14 +116,10 @@ class SMTPServerProtocol(asyncio.Protocol):
         self._timer = self._loop.call_later(first, self._on_timer)
 
     def data_received(self, data):
-        conn = self.conn
         if self._data_since is not None:
             self._data_bytes += len(data)
-        before = conn.buffered + len(data)
-        conn.receive_data(data)
+        self.conn.receive_data(data)
         self._process()
-        if conn.buffered < before:  # a line (or DATA content) was consumed: progress
-            self._progress()
 
     def eof_received(self):
         self.conn.receive_data(b"")
@@ -179,7 +175,8 @@ class SMTPServerProtocol(asyncio.Protocol):
                     log.exception("smtp handler failed")
             elif kind is ConnectionClosed:
                 self._closing = True
-        self._flush()
+        if self._flush():  # a reply: a command was complete, the deadline starts over
+            self._progress()
         if not self._closing and self._draining and self._between_transactions():
             self._close_with(SHUTDOWN_REPLY)
         if self._closing:
@@ -189,8 +186,9 @@ class SMTPServerProtocol(asyncio.Protocol):
             self._update_reading()
 
     def _progress(self):
-        """A command line or DATA content was consumed: the command deadline starts over,
-        the DATA deadline starts when content begins."""
+        """A command got its reply: the command deadline starts over; after `354` the DATA
+        deadline starts. (Bytes alone are no progress: a line dropped for its length, or
+        one arriving byte by byte, does not extend anything.)"""
         now = self._loop.time()
         self._command_since = now
         if self.conn.state is State.DATA:
@@ -213,6 +211,7 @@ class SMTPServerProtocol(asyncio.Protocol):
         out = self.conn.data_to_send()
         if out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(out)
+        return bool(out)
 
     def _update_reading(self):
         if self.transport is None or self.transport.is_closing():
