@@ -100,6 +100,8 @@ def test_production_rendering_uses_ini_values_and_debian_paths(config):
         " /run/doveauth/doveauth.socket" in dovecot
     )
     assert "%w" not in dovecot
+    # eijo.im: local parts of 9 characters; other names never start checkpassword
+    assert "  username_filter = ?????????@eijo.im\n" in dovecot
     assert "proxy:/run/chatmail-metadata/metadata.socket:metadata" in dovecot
     assert "proxy:/run/chatmail-lastlogin/lastlogin.socket:lastlogin" in dovecot
     assert "imap_metadata = yes" in dovecot

@@ -12,7 +12,9 @@ stored `{SHA512-CRYPT}` hash and answers with the exit status of the checkpasswo
 0 (and the user on fd 4) when the password matches, 1 when it does not or no account can
 exist, 111 when doveauth cannot be asked (it is down, hung or slower than the timeout).
 Its one stderr line on failure (Dovecot logs it) names the socket and the reason, never the
-password. Only the standard library and `hashing` are imported: it starts per first login.
+password. Only the standard library and `hashing` are imported: it starts per first login
+(and per wrong password of an existing account; Dovecot's `username_filter` keeps logins
+of names that could never be created from starting it).
 """
 
 import json
@@ -20,8 +22,6 @@ import os
 import socket
 import sys
 import time
-
-from .hashing import verify_password
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -111,7 +111,11 @@ def check(socket_path, user, password, timeout=TIMEOUT):
     except (OSError, ValueError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         return EXIT_TEMPORARY, f"cannot ask doveauth at {socket_path}: {reason}"
-    if stored is None or not verify_password(password, stored):
+    if stored is None:
+        return EXIT_FAILED, None
+    from .hashing import verify_password  # only now: libcrypt's lookup costs a few ms
+
+    if not verify_password(password, stored):
         return EXIT_FAILED, None
     return EXIT_OK, None
 

@@ -218,6 +218,7 @@ def template_values(config, layout):
         "tls_key": layout.tls_key,
         "doveauth_socket": layout.doveauth_socket,
         "checkpassword_command": layout.checkpassword_command,
+        "creatable_users": options.creatable_users(config),
         "metadata_socket": layout.metadata_socket,
         "lastlogin_socket": layout.lastlogin_socket,
         "chroot": "y" if layout.chroot else "n",
