@@ -15,7 +15,7 @@ from chatmaild.metrics.exporter import start_exporter
 from chatmaild.metrics.filtermail import FiltermailMetrics
 from chatmaild.smtp.server import DEFAULT_COMMAND_TIMEOUT, DEFAULT_SESSION_TIMEOUT
 
-from .app import LISTEN_HOST, MODES, build_server
+from .app import LISTEN_HOST, MODES, build_http_server, build_server
 
 log = logging.getLogger("filtermail")
 # sessions in flight may finish this long after SIGTERM (systemd waits 90 s before SIGKILL)
@@ -33,9 +33,20 @@ async def serve(config, mode: str, backlog: int, deadlines=None) -> None:
             "DKIM verification needs a resolver: none in /etc/resolv.conf "
             "(or set filtermail_dkim_nameserver)"
         ) from None
+    # incoming: the /mxdeliv listener first, so that a listening SMTP port (what the relay
+    # and systemd wait for) means both are up
+    http = None
+    if mode == "incoming":
+        http = build_http_server(config, server, backlog=backlog)
+        try:
+            await http.start(grace=SHUTDOWN_GRACE)
+        except OSError as e:
+            raise listen_error(f"{LISTEN_HOST}:{http.port}", e) from None
     try:
         await server.start()
     except OSError as e:
+        if http is not None:
+            await http.shutdown()
         raise listen_error(f"{LISTEN_HOST}:{server.port}", e) from None
     metrics_spec = getattr(config, f"metrics_filtermail_{mode}")
     exporter = await start_exporter(metrics_spec, metrics.registry)
@@ -51,13 +62,18 @@ async def serve(config, mode: str, backlog: int, deadlines=None) -> None:
         reinjector.host,
         reinjector.port,
     )
-    if mode == "incoming":
+    if http is not None:
+        log.info("filtermail incoming: /mxdeliv over HTTP on %s:%d", LISTEN_HOST, http.port)
         _log_dkim_setting(config)
     await stop.wait()
     log.info("filtermail %s shutting down", mode)
     if exporter is not None:
         exporter.close()
-    await server.shutdown(grace=SHUTDOWN_GRACE)
+    # both listeners stop at once; their requests and sessions in flight share the grace
+    stopping = [server.shutdown(grace=SHUTDOWN_GRACE)]
+    if http is not None:
+        stopping.append(http.shutdown())
+    await asyncio.gather(*stopping)
     await reinjector.close()
     if exporter is not None:
         await exporter.wait_closed()
