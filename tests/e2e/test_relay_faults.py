@@ -311,14 +311,18 @@ def test_sigterm_during_an_upload_completes_that_message(relay):
 
 def _filtermail_ini(relay, tmp_path, port):
     """The relay's ini, with filtermail-incoming on `port` and no metrics endpoints."""
-    drop = ("filtermail_smtp_port_incoming", "metrics_")
+    drop = ("filtermail_smtp_port_incoming", "filtermail_http_port_incoming", "metrics_")
     lines = [
         line
         for line in relay.relay.config_path.read_text().splitlines()
         if not line.strip().startswith(drop)
     ]
     ini = tmp_path / "chatmail.ini"
-    ini.write_text("\n".join([*lines, f"filtermail_smtp_port_incoming = {port}", ""]))
+    ours = [
+        f"filtermail_smtp_port_incoming = {port}",
+        f"filtermail_http_port_incoming = {port + 1}",
+    ]
+    ini.write_text("\n".join([*lines, *ours, ""]))
     return ini
 
 
