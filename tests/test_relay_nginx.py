@@ -123,6 +123,14 @@ def test_www_folder_replaces_the_website_but_not_the_well_known_files(tmp_path, 
     assert "alias /var/www/html/.well-known/mta-sts.txt;" in conf
 
 
+def test_an_ip_only_site_offers_no_dcaccount_link(tmp_path):
+    """Delta Chat's strict TLS cannot take https://192.0.2.7/new: the site says how to get
+    the dclogin: link that /new answers there."""
+    index = site.render_site(_config(tmp_path, domain="192.0.2.7"))["index.html"]
+    assert "dcaccount:" not in index
+    assert "<code>https://192.0.2.7/new</code>" in index and "dclogin_url" in index
+
+
 def test_site_files(tmp_path):
     config = _config(
         tmp_path,

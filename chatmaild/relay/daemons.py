@@ -99,7 +99,13 @@ def relay_daemons(config, layout, log_dir=None):
             Daemon(
                 "web",
                 "chatmaild.web",
-                (ini, "--listen", f"unix:{layout.web.web_socket}"),
+                (
+                    ini,
+                    "--listen",
+                    f"unix:{layout.web.web_socket}",
+                    # as nginx treats the certificate (weblayout.py)
+                    *(["--self-signed"] if layout.web.self_signed else []),
+                ),
                 socket=layout.web.web_socket,
             )
         )

@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 from chatmaild.relay import netns as netns_mod
@@ -218,6 +219,7 @@ class RelayPair:
             "Run a Delta Chat client per relay inside its namespace, e.g.",
             f"  ip netns exec {self.a.netns} deltachat-rpc-server",
             "with the servers of that relay (IMAP 993, SMTP 465, accept invalid certificates).",
-            f"Stop both with: python -m chatmaild.relay down --state-dir {self.state_dir}",
+            f"Stop both with: {sys.executable} -m chatmaild.relay down"
+            f" --state-dir {self.state_dir}",
         ]
         return "\n".join(lines)

@@ -124,6 +124,8 @@ def test_foreground_stops_everything_on_signal(cli_state, signum):
         rest = proc.communicate(timeout=60)[0]
         assert proc.returncode == 0, rest
         assert "relay stopped" in rest
+        assert f"Its state stays in {state}" in rest  # and is not removed
+        assert (state / "chatmail.ini").exists()
     finally:
         if proc.poll() is None:
             proc.kill()
