@@ -51,7 +51,7 @@ BATCH = 500
 OTHER = "someone@other.example"
 
 
-@pytest.mark.parametrize("name", [*OURS, "web", "logmetrics"])
+@pytest.mark.parametrize("name", [*OURS, "web", "iroh-relay", "logmetrics"])
 def test_relay_up_restarts_a_killed_daemon_within_seconds(relay, name):
     relay.require_daemons(name)
     old, new, took = kill_and_wait_restart(relay, name)
