@@ -9,6 +9,7 @@ from chatmaild.relay.opendkim import signing_layout
 # chatmail-logmetrics' own default (mtail's address), when the ini sets no metrics_logmetrics
 LOGMETRICS_DEFAULT_LISTEN = "127.0.0.1:3903"
 OPENDKIM_LOG = "opendkim.log"
+TURN_USER = "turnserver"  # Debian's coturn user
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,6 +20,7 @@ class Daemon:
     socket: Path | None = None  # ready when this unix socket accepts connections
     port: int | None = None  # ready when 127.0.0.1:port accepts connections
     metrics: str = ""  # listen spec of its Prometheus endpoint ("" = off)
+    user: str = "vmail"  # the user it runs as
 
     def available(self):
         """Whether this checkout has the daemon (packages land one by one)."""
@@ -72,6 +74,17 @@ def relay_daemons(config, layout, log_dir=None):
             metrics=config.metrics_filtermail_incoming,
         ),
     ]
+    if layout.turn is not None:
+        # TURN credentials for coturn; runs as coturn's user, the owner of the secret
+        daemons.append(
+            Daemon(
+                "turn",
+                "chatmaild.turn",
+                ("serve", ini),
+                socket=config.turn_socket_path,
+                user=TURN_USER,
+            )
+        )
     if layout.web is not None:
         # /new behind nginx (chatmaild.web)
         daemons.append(
