@@ -327,7 +327,7 @@ def render_relay(config, layout):
     mailbox = admin_mailbox(config)
     if mailbox is not None:
         home = config.mailboxes_dir / mailbox
-        files[layout.dovecot_config_dir / ADMIN_USERS] = f"{mailbox}:::::{home}::\n"
+        files[layout.dovecot_config_dir / ADMIN_USERS] = f"{mailbox}::vmail:vmail::{home}::\n"
     if layout.turn is not None:
         files[layout.turn.conf] = render_turnserver_conf(config, layout.turn)
     files.update(render_opendkim(config, layout.dkim))
