@@ -62,10 +62,6 @@ def parse_port(text):
     return port
 
 
-def parse_port_or_zero(text):
-    return 0 if text.strip() == "0" else parse_port(text)
-
-
 def parse_nonneg_int(text):
     number = parse_int(text)
     if number < 0:
@@ -213,7 +209,7 @@ class Config:
     passthrough_senders: tuple
     passthrough_recipients: tuple
     iroh_relay: str
-    iroh_relay_port: int
+    iroh_relay_listen: str
     turn_socket_path: Path
     turn_port: int
     turn_relay_ports: tuple
@@ -270,9 +266,9 @@ SCHEMA = {
     "passthrough_senders": (parse_list, ""),
     "passthrough_recipients": (parse_list, ""),
     "iroh_relay": (parse_str, lambda domain: f"https://{domain}"),
-    # where chatmail-iroh-relay listens (127.0.0.1); metadata advertises iroh_relay only
-    # while GET /ping there answers 200. 0: iroh_relay is served elsewhere, not probed.
-    "iroh_relay_port": (parse_port_or_zero, "3340"),
+    # where chatmail-iroh-relay listens; metadata advertises iroh_relay only while GET /ping
+    # there answers 200. Empty: no local iroh relay (iroh_relay is elsewhere, not probed).
+    "iroh_relay_listen": (parse_listen, "127.0.0.1:3340"),
     "turn_socket_path": (parse_path, "/run/chatmail-turn/turn.socket"),
     # TURN (coturn, docs/turn.md): the port clients use (UDP and TCP), the UDP ports it
     # relays through, the public IP address behind a NAT, the database holding the secret

@@ -85,6 +85,24 @@ async def test_probe_down_states_and_one_log_line_per_change(caplog):
     assert "ConnectionRefusedError" in lines[2]
 
 
+async def test_probe_over_a_unix_socket(tmp_path):
+    async def answer(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        writer.close()
+
+    path = tmp_path / "iroh.socket"
+    server = await asyncio.start_unix_server(answer, path=str(path))
+    try:
+        probe = HttpProbe.for_listen("iroh relay", f"unix:{path}")
+        assert probe.where == f"unix:{path}/ping"
+        assert await probe.check() is True
+    finally:
+        server.close()
+    tcp = HttpProbe.for_listen("iroh relay", "127.0.0.1:3340")
+    assert (tcp.host, tcp.port) == ("127.0.0.1", 3340)
+
+
 async def test_probe_timeout_is_bounded():
     async with Http(hang=True) as http:
         probe = HttpProbe("iroh relay", "127.0.0.1", http.port, timeout=0.2)

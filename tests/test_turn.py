@@ -190,7 +190,7 @@ def test_allowed_peers_for_a_test_link(tmp_path):
         ("turn_external_ip", "relay.example"),
         ("turn_external_ip", "1.2.3.4/5.6.7.8/9.9.9.9"),
         ("turn_port", "70000"),
-        ("iroh_relay_port", "-1"),
+        ("iroh_relay_listen", "3340"),
         ("admin_contact", "root"),
         ("admin_contact", "a b@chat.example"),
         ("admin_contact", "https://"),
@@ -204,11 +204,11 @@ def test_bad_values_are_refused(tmp_path, key, value):
 def test_defaults(tmp_path):
     config = _config(tmp_path)
     assert config.turn_port == 3478 and config.turn_relay_ports == (49152, 65535)
-    assert config.turn_external_ip == "" and config.iroh_relay_port == 3340
+    assert config.turn_external_ip == "" and config.iroh_relay_listen == "127.0.0.1:3340"
     assert config.admin_contact == "postmaster@chat.example"
     ip_config = read_config(write_ini(tmp_path / "ip.ini", mail_domain="1.2.3.4"))
     assert ip_config.admin_contact == "postmaster@[1.2.3.4]"
-    assert _config(tmp_path, iroh_relay_port="0").iroh_relay_port == 0
+    assert _config(tmp_path, iroh_relay_listen="").iroh_relay_listen == ""
 
 
 def test_admin_contact_on_the_relay_gets_a_mailbox_and_the_role_aliases(tmp_path):

@@ -19,8 +19,8 @@ def build_service(config) -> MetadataService:
     )
     turn = TurnCredentials(config.turn_socket_path)
     iroh = None
-    if config.iroh_relay and config.iroh_relay_port:
-        iroh = HttpProbe("iroh relay", "127.0.0.1", config.iroh_relay_port)
+    if config.iroh_relay and config.iroh_relay_listen:
+        iroh = HttpProbe.for_listen("iroh relay", config.iroh_relay_listen)
     service = MetadataService(config, mailboxes, store, notifier, turn, iroh_probe=iroh)
     service.metrics.observe_notifier(notifier)
     return service

@@ -1,6 +1,6 @@
 """Is a local HTTP service answering? A cached, single-flight GET probe for METADATA answers.
 
-The iroh relay is advertised only while `GET /ping` on 127.0.0.1:<iroh_relay_port> answers
+The iroh relay is advertised only while `GET /ping` at <iroh_relay_listen> answers
 200. A lookup never waits for more than one probe (at most `timeout`), and within `ttl` of the
 last probe it is answered from the cache without I/O. Concurrent lookups share one probe.
 Changes between up and down are logged once each, never per lookup.
@@ -22,10 +22,13 @@ def status_ok(status_line: bytes) -> bool:
 
 
 class HttpProbe:
-    def __init__(self, what, host, port, path="/ping", ttl=5.0, timeout=1.0, clock=None):
+    """`host` and `port`, or `unix` (a socket path) with host None."""
+
+    def __init__(self, what, host, port, path="/ping", ttl=5.0, timeout=1.0, clock=None, unix=None):
         self.what = what
         self.host = host
         self.port = port
+        self.unix = unix
         self.path = path
         self.ttl = ttl
         self.timeout = timeout
@@ -33,6 +36,19 @@ class HttpProbe:
         self._up: bool | None = None  # None: never probed
         self._checked_at = float("-inf")
         self._task: asyncio.Task | None = None
+
+    @classmethod
+    def for_listen(cls, what, spec, **kwargs):
+        """A probe of a daemon's listen spec (`HOST:PORT` or `unix:/path`, config.py)."""
+        if spec.startswith("unix:"):
+            return cls(what, None, None, unix=spec[len("unix:") :], **kwargs)
+        host, _, port = spec.rpartition(":")
+        return cls(what, host.strip("[]"), int(port), **kwargs)
+
+    @property
+    def where(self):
+        base = f"unix:{self.unix}" if self.unix else f"{self.host}:{self.port}"
+        return base + self.path
 
     def cached(self) -> bool | None:
         """The last result while it is fresh, None when a probe is due."""
@@ -56,18 +72,25 @@ class HttpProbe:
             up, why = False, f"{type(e).__name__}: {e}"
         self._checked_at = self._clock()
         if up != self._up:
-            where = f"{self.host}:{self.port}{self.path}"
             if up:
-                log.info("%s answers at %s: advertised", self.what, where)
-            elif self._up is not None or why:
-                log.warning("%s not answering at %s (%s): not advertised", self.what, where, why)
+                log.info("%s answers at %s: advertised", self.what, self.where)
+            else:
+                log.warning(
+                    "%s not answering at %s (%s): not advertised", self.what, self.where, why
+                )
         self._up = up
         return up
 
     async def _get(self) -> bool:
-        reader, writer = await asyncio.open_connection(self.host, self.port, limit=MAX_STATUS_LINE)
+        if self.unix:
+            reader, writer = await asyncio.open_unix_connection(self.unix, limit=MAX_STATUS_LINE)
+        else:
+            reader, writer = await asyncio.open_connection(
+                self.host, self.port, limit=MAX_STATUS_LINE
+            )
         try:
-            request = f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nConnection: close\r\n\r\n"
+            host = self.host or "localhost"
+            request = f"GET {self.path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
             writer.write(request.encode())
             await writer.drain()
             return status_ok(await reader.readline())

@@ -274,14 +274,14 @@ class _Ping(asyncio.Protocol):
 
 def test_metadata_irohrelay_only_while_its_ping_answers(turn_relay):
     config = turn_relay.relay.config
-    if "iroh" in turn_relay.relay.pids:
+    if "iroh-relay" in turn_relay.relay.pids:
         pytest.skip("the real iroh relay runs here: tests/e2e/test_relay_iroh.py covers it")
     assert _metadata(turn_relay, "irohrelay") == "N"  # nothing on the port
 
     async def served_meanwhile():
         with entered(turn_relay.netns):
             server = await asyncio.get_running_loop().create_server(
-                _Ping, "127.0.0.1", config.iroh_relay_port
+                _Ping, *config.iroh_relay_listen.rsplit(":", 1)
             )
         try:
             deadline = time.monotonic() + 15
