@@ -507,3 +507,46 @@ def test_extra_metrics_without_tools_or_certificate_in_its_sandbox(layout, tmp_p
         assert read_prom(textfile / "chatmail_extra.prom") == {}
     finally:
         daemon.stop()
+
+
+def test_chatmail_turn_serves_credentials_in_its_sandbox(layout, tmp_path):
+    """As turnserver, no network, the secret read from its read-only database; nobody else
+    (vmail here) can read that database."""
+    from chatmaild.turn import secretdb
+    from chatmaild.turn.credentials import password
+
+    try:
+        turnserver = pwd.getpwnam("turnserver")
+    except KeyError:
+        require(False, "user turnserver (Debian's coturn)")
+    db_dir = tmp_path / "turn-db"
+    secretdb.ensure_secret(db_dir / "turndb", MAIL_DOMAIN, owner="turnserver")
+    secret = secretdb.read_secret(db_dir / "turndb", MAIL_DOMAIN)
+    daemon = start(
+        "chatmail-turn.service",
+        "chatmaild.turn",
+        layout,
+        tmp_path,
+        extra_ro_binds={"/var/lib/chatmail-turn": db_dir},
+    )
+    try:
+        sock = daemon.inside("/run/chatmail-turn/turn.socket")
+        wait_for(sock.exists, "turn.socket to appear", daemon)
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o666
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(sock))
+            line = s.makefile("rb").read()
+        username, pw = line.decode().rstrip("\n").split(":")
+        assert pw == password(secret, username)
+        assert_confined(daemon, turnserver)
+    finally:
+        daemon.stop()
+    probe = "import sys; open(sys.argv[1], 'rb')"
+    as_vmail = subprocess.run(
+        ["setpriv", "--reuid=vmail", "--regid=vmail", "--clear-groups"]
+        + [sys.executable, "-c", probe, str(db_dir / "turndb")],
+        capture_output=True,
+        text=True,
+    )
+    assert as_vmail.returncode != 0 and "PermissionError" in as_vmail.stderr
