@@ -328,4 +328,11 @@ def test_admin_contact_is_advertised_and_delivered(turn_relay):
             lambda m=marker: any(m.encode() in body for body in maildir_messages(mailbox)),
             f"mail to {rcpt} in the admin mailbox",
         )
+    # a user of the relay writes to the contact in cleartext (no key of the operator's)
+    marker, message = cleartext_message(addr, [contact], secrets.token_hex(8))
+    assert turn_relay.submit(465, addr, password, addr, [contact], message) == {}
+    wait_until(
+        lambda: any(marker.encode() in body for body in maildir_messages(mailbox)),
+        "a user's cleartext mail in the admin mailbox",
+    )
     assert "doesn't exist" not in turn_relay.log_text("postfix.log")
