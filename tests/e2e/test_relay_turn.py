@@ -336,3 +336,26 @@ def test_admin_contact_is_advertised_and_delivered(turn_relay):
         "a user's cleartext mail in the admin mailbox",
     )
     assert "doesn't exist" not in turn_relay.log_text("postfix.log")
+    # the operator reads the mailbox on the server (docs/turn.md)
+    conf = turn_relay.relay.layout.dovecot_config_dir / "dovecot.conf"
+    fetched = subprocess.run(
+        turn_relay.relay.in_netns(
+            [
+                "doveadm",
+                "-c",
+                str(conf),
+                "fetch",
+                "-u",
+                contact,
+                "hdr.subject",
+                "mailbox",
+                "INBOX",
+                "all",
+            ]
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert fetched.returncode == 0, fetched.stderr
+    assert fetched.stdout.count("hdr.subject:") == 4, fetched.stdout
