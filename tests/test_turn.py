@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import os
 import sqlite3
+import subprocess
 
 import pytest
 
@@ -230,3 +231,71 @@ def test_admin_contact_elsewhere(tmp_path):
     url = _config(tmp_path, admin_contact="https://chat.example/contact")
     assert admin_uri(url) == "https://chat.example/contact"
     assert admin_mailbox(url) is None and admin_aliases(url) == {}
+
+
+# -- the command line
+
+
+def _cli(*args, **kwargs):
+    from conftest import daemon_argv, daemon_env
+
+    return subprocess.run(
+        daemon_argv("chatmaild.turn", *args),
+        env=daemon_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        **kwargs,
+    )
+
+
+def test_serve_without_a_secret_says_what_to_run(tmp_path):
+    ini = write_ini(
+        tmp_path / "chatmail.ini",
+        turn_db_path=tmp_path / "db" / "turndb",
+        turn_socket_path=tmp_path / "turn.socket",
+    )
+    proc = _cli("serve", ini)
+    assert proc.returncode == 1
+    assert "init-secret" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_init_secret_then_serve_then_stop(tmp_path):
+    import pwd
+    import signal
+    import socket as socketlib
+    import time
+
+    owner = pwd.getpwuid(os.getuid()).pw_name
+    db = tmp_path / "db" / "turndb"
+    ini = write_ini(
+        tmp_path / "chatmail.ini", turn_db_path=db, turn_socket_path=tmp_path / "t.sock"
+    )
+    first = _cli("init-secret", ini, "--owner", owner)
+    second = _cli("init-secret", ini, "--owner", owner)
+    assert first.returncode == second.returncode == 0
+    assert "made" in first.stdout and "kept" in second.stdout
+    secret = secretdb.read_secret(db, "chat.example")
+    from conftest import daemon_argv, daemon_env
+
+    proc = subprocess.Popen(
+        daemon_argv("chatmaild.turn", "serve", ini),
+        env=daemon_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "t.sock").exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        with socketlib.socket(socketlib.AF_UNIX) as s:
+            s.connect(str(tmp_path / "t.sock"))
+            username, pw = s.makefile("rb").read().decode().strip().split(":")
+        assert pw == password(secret, username)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stopped after 1 credential lines" in err
