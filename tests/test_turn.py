@@ -92,6 +92,7 @@ def test_read_secret_missing(tmp_path):
 
 async def test_server_answers_every_connection_with_one_line(tmp_path):
     path = tmp_path / "run" / "turn.socket"
+    path.parent.mkdir()
     server = CredentialServer(path, "s3cret", clock=lambda: NOW)
     await server.start()
     try:
@@ -110,6 +111,17 @@ async def test_server_answers_every_connection_with_one_line(tmp_path):
     finally:
         await server.close()
     assert server.served >= 4
+
+
+async def test_server_refuses_to_start_in_one_line(tmp_path):
+    from chatmaild.daemon import StartupError
+
+    with pytest.raises(StartupError, match="cannot listen on .*missing"):
+        await CredentialServer(tmp_path / "missing" / "turn.socket", "a").start()
+    (tmp_path / "file").write_text("not a socket")
+    with pytest.raises(StartupError, match="not a socket"):
+        await CredentialServer(tmp_path / "file", "a").start()
+    assert (tmp_path / "file").read_text() == "not a socket"  # never removed
 
 
 async def test_server_replaces_a_stale_socket(tmp_path):

@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 
+from chatmaild import daemon
 from chatmaild.config import load_config_or_exit
 from chatmaild.turn import secretdb
 from chatmaild.turn.server import CredentialServer
@@ -62,4 +63,4 @@ def main(argv=None):
         state = "made" if created else "kept (it existed)"
         print(f"TURN secret for realm {config.mail_domain} {state} in {config.turn_db_path}")
         return
-    asyncio.run(_serve(config))
+    daemon.run(_serve(config))

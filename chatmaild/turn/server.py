@@ -11,11 +11,26 @@ import os
 import time
 from pathlib import Path
 
+from chatmaild.daemon import listen_error, remove_stale_socket
 from chatmaild.turn.credentials import VALIDITY, credential_line
 
 log = logging.getLogger(__name__)
 
-WRITE_TIMEOUT = 2.0
+
+class _Answer(asyncio.Protocol):
+    """Writes the line at connect and closes (after the write buffer drains); nothing read."""
+
+    def __init__(self, server):
+        self._server = server
+
+    def connection_made(self, transport):
+        server = self._server
+        transport.write(credential_line(server._secret, server._clock(), server._validity))
+        transport.close()
+        server.served += 1
+
+    def data_received(self, data):
+        pass  # whatever a client sends is ignored
 
 
 class CredentialServer:
@@ -27,21 +42,16 @@ class CredentialServer:
         self._server = None
         self.served = 0
 
-    async def _answer(self, reader, writer):
-        try:
-            writer.write(credential_line(self._secret, self._clock(), self._validity))
-            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
-            self.served += 1
-        except (OSError, TimeoutError):
-            pass  # the client left: nothing to tell anyone
-        finally:
-            writer.close()
-
     async def start(self):
-        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
-        if self.socket_path.is_socket():
-            self.socket_path.unlink()  # left by an earlier run
-        self._server = await asyncio.start_unix_server(self._answer, path=str(self.socket_path))
+        """Listen; StartupError (one line) when the socket cannot be made."""
+        loop = asyncio.get_running_loop()
+        try:
+            remove_stale_socket(self.socket_path)  # left by an earlier run
+            self._server = await loop.create_unix_server(
+                lambda: _Answer(self), path=str(self.socket_path)
+            )
+        except OSError as e:
+            raise listen_error(self.socket_path, e) from None
         os.chmod(self.socket_path, 0o666)
         log.info("chatmail-turn serving credentials on %s", self.socket_path)
 
