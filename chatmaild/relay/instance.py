@@ -746,6 +746,14 @@ class Relay:
                 f"\n\nDKIM: OpenDKIM signs outgoing mail and bounces with {self.dkim.key_file};"
                 f"\nthe DNS record to publish:\n  {zone_line(c.mail_domain, self.dkim_record)}"
             )
+        turn = ""
+        if self.layout.turn is not None:
+            low, high = c.turn_relay_ports
+            turn = (
+                f"\n\nTURN (calls): coturn on {c.mail_domain}:{c.turn_port} (UDP/TCP), relaying"
+                f" UDP {low}-{high}; credentials from chatmail-turn on {c.turn_socket_path}"
+                f"\n  /shared/admin: {c.admin_contact}"
+            )
         skipped = (
             f"\nNot running (not in this checkout yet): {', '.join(self.skipped)}"
             if self.skipped
@@ -767,7 +775,8 @@ Point a Delta Chat client at it (advanced login settings):
 
 Web front (nginx): https://{c.mail_domain}/ (website, autoconfig, MTA-STS);
   a new account: {curl} -X POST https://{c.mail_domain}/new
-  port 443 also carries IMAP and SMTP for clients that offer ALPN imap/smtp{metrics}{dkim}{skipped}
+  port 443 also carries IMAP and SMTP for clients that offer ALPN imap/smtp\
+{metrics}{dkim}{turn}{skipped}
 
 Stop it with: python -m chatmaild.relay down --state-dir {self.state_dir}"""
 
