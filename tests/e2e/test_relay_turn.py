@@ -272,21 +272,36 @@ class _Ping(asyncio.Protocol):
         self.transport.close()
 
 
-def test_metadata_irohrelay_only_while_its_ping_answers(turn_relay):
-    config = turn_relay.relay.config
-    if "iroh-relay" in turn_relay.relay.pids:
-        pytest.skip("the real iroh relay runs here: tests/e2e/test_relay_iroh.py covers it")
-    assert _metadata(turn_relay, "irohrelay") == "N"  # nothing on the port
+def _wait_irohrelay(relay, expected, what):
+    """The answer once it is `expected` (the probe's result is cached for 5 s)."""
+    wait_until(lambda: _metadata(relay, "irohrelay") == expected, what, timeout=20)
+
+
+def test_metadata_irohrelay_only_while_the_iroh_relay_answers(turn_relay):
+    relay = turn_relay.relay
+    advertised = f"O{relay.config.iroh_relay}"
+    if "iroh-relay" in relay.pids:  # the real chatmail-iroh-relay runs here
+        _wait_irohrelay(turn_relay, advertised, "irohrelay advertised")
+        (daemon,) = [d for d in relay.daemons() if d.name == "iroh-relay"]
+        relay.stop_daemon("iroh-relay")
+        try:
+            _wait_irohrelay(turn_relay, "N", "irohrelay withdrawn while the relay is down")
+        finally:
+            relay.start_daemon(daemon)
+            relay.wait_ready(only="iroh-relay")
+        _wait_irohrelay(turn_relay, advertised, "irohrelay advertised again")
+        return
+    # no iroh relay in this checkout: nothing answers on the port, then a stand-in does
+    _wait_irohrelay(turn_relay, "N", "irohrelay absent")
+    host, port = relay.config.iroh_relay_listen.rsplit(":", 1)
 
     async def served_meanwhile():
         with entered(turn_relay.netns):
-            server = await asyncio.get_running_loop().create_server(
-                _Ping, *config.iroh_relay_listen.rsplit(":", 1)
-            )
+            server = await asyncio.get_running_loop().create_server(_Ping, host, int(port))
         try:
-            deadline = time.monotonic() + 15
+            deadline = time.monotonic() + 20
             while time.monotonic() < deadline:  # the negative answer is cached for 5 s
-                answer = await _lookup(turn_relay.relay.layout.metadata_socket, "irohrelay")
+                answer = await _lookup(relay.layout.metadata_socket, "irohrelay")
                 if answer != "N":
                     return answer
                 await asyncio.sleep(0.5)
@@ -295,8 +310,8 @@ def test_metadata_irohrelay_only_while_its_ping_answers(turn_relay):
             server.close()
             await server.wait_closed()
 
-    assert asyncio.run(served_meanwhile()) == f"O{config.iroh_relay}"
-    wait_until(lambda: _metadata(turn_relay, "irohrelay") == "N", "irohrelay gone", timeout=15)
+    assert asyncio.run(served_meanwhile()) == advertised
+    _wait_irohrelay(turn_relay, "N", "irohrelay gone with the stand-in")
 
 
 # -- /shared/admin -------------------------------------------------------------------------
