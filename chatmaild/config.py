@@ -210,6 +210,7 @@ class Config:
     passthrough_recipients: tuple
     iroh_relay: str
     iroh_relay_listen: str
+    iroh_relay_max_clients: int
     turn_socket_path: Path
     turn_port: int
     turn_relay_ports: tuple
@@ -227,6 +228,7 @@ class Config:
     metrics_metadata: str
     metrics_lastlogin: str
     metrics_logmetrics: str
+    metrics_irohrelay: str
     filtermail_http_port_incoming: int
     filtermail_lmtp_port_transport: int
     filtermail_dkim_check: bool
@@ -266,9 +268,12 @@ SCHEMA = {
     "passthrough_senders": (parse_list, ""),
     "passthrough_recipients": (parse_list, ""),
     "iroh_relay": (parse_str, lambda domain: f"https://{domain}"),
-    # where chatmail-iroh-relay listens; metadata advertises iroh_relay only while GET /ping
-    # there answers 200. Empty: no local iroh relay (iroh_relay is elsewhere, not probed).
+    # chatmail-iroh-relay: where it listens (nginx proxies /relay, /ping, /generate_204 to
+    # it; empty: `relay up` does not run it) and how many clients it serves at once.
+    # metadata advertises iroh_relay only while GET /ping there answers 200 (empty: not
+    # probed, iroh_relay is served elsewhere).
     "iroh_relay_listen": (parse_listen, "127.0.0.1:3340"),
+    "iroh_relay_max_clients": (parse_nonneg_int, "10000"),
     "turn_socket_path": (parse_path, "/run/chatmail-turn/turn.socket"),
     # TURN (coturn, docs/turn.md): the port clients use (UDP and TCP), the UDP ports it
     # relays through, the public IP address behind a NAT, the database holding the secret
@@ -290,6 +295,7 @@ SCHEMA = {
     "metrics_metadata": (parse_listen, ""),
     "metrics_lastlogin": (parse_listen, ""),
     "metrics_logmetrics": (parse_listen, ""),
+    "metrics_irohrelay": (parse_listen, ""),
     # Upstream 1.12 keys. The mxdeliv (HTTP) and transport (LMTP) ports are accepted and
     # rendered into nginx, but no service listens on them yet (docs/relay.md).
     "filtermail_http_port_incoming": (parse_port, "10082"),

@@ -16,6 +16,7 @@ ENTRY_POINTS = [
     ("chatmaild.housekeeping.fsreport", ["{ini}"]),
     ("chatmaild.turn", ["serve", "{ini}"]),
     ("chatmaild.turn", ["init-secret", "{ini}"]),
+    ("chatmaild.irohrelay", ["{ini}"]),
 ]
 
 BAD_VALUES = [

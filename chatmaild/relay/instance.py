@@ -754,6 +754,18 @@ class Relay:
                 f" UDP {low}-{high}; credentials from chatmail-turn on {c.turn_socket_path}"
                 f"\n  /shared/admin: {c.admin_contact}"
             )
+        iroh = ""
+        if c.iroh_relay_listen and "iroh-relay" not in self.skipped:
+            advertised = c.iroh_relay or "(nothing: iroh_relay is empty)"
+            iroh = (
+                f"\n\niroh relay (webxdc realtime): chatmail-iroh-relay on {c.iroh_relay_listen},"
+                f"\n  advertised to Delta Chat as {advertised}"
+            )
+            if c.iroh_relay.startswith("https://"):
+                iroh += (
+                    "\n  (Delta Chat accepts only publicly trusted certificates there; for a"
+                    "\n  local test set iroh_relay = http://127.0.0.1:3340 in the ini)"
+                )
         skipped = (
             f"\nNot running (not in this checkout yet): {', '.join(self.skipped)}"
             if self.skipped
@@ -776,7 +788,7 @@ Point a Delta Chat client at it (advanced login settings):
 Web front (nginx): https://{c.mail_domain}/ (website, autoconfig, MTA-STS);
   a new account: {curl} -X POST https://{c.mail_domain}/new
   port 443 also carries IMAP and SMTP for clients that offer ALPN imap/smtp\
-{metrics}{dkim}{turn}{skipped}
+{iroh}{metrics}{dkim}{turn}{skipped}
 
 Stop it with: python -m chatmaild.relay down --state-dir {self.state_dir}"""
 
