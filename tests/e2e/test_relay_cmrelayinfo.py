@@ -2,7 +2,8 @@
 
 It does what a new Delta Chat user does (a `dcaccount:` profile made by the real core, then
 IMAP METADATA) and then checks each advertised service from outside: a STUN binding request
-to the TURN server, `GET /generate_204` on the iroh relay URL. The relay is in its own
+to the TURN server, `GET /generate_204` on the iroh relay URL (nginx on 443 in front of
+chatmail-iroh-relay). The relay is in its own
 namespace with a certificate from a test CA under a `_` domain (as in test_relay_web.py:
 Delta Chat skips the chain check for such names, Python trusts the CA via SSL_CERT_FILE).
 
@@ -57,8 +58,11 @@ def _run(relay, program, env):
     return proc, lines[0]
 
 
-def test_cmrelayinfo_reports_turn_reachable_and_the_admin_contact(info_relay, tmp_path):
+def test_cmrelayinfo_reports_iroh_and_turn_reachable_and_the_admin_contact(info_relay, tmp_path):
     program = _cmrelayinfo()
+    for daemon in ("iroh-relay", "turn", "metadata", "web"):
+        require(daemon in info_relay.pids, f"daemon {daemon} running in the relay")
+    require(info_relay.pids.get("coturn"), "coturn running in the relay")
     env = {
         **os.environ,
         "XDG_CACHE_HOME": str(tmp_path / "cache"),
@@ -69,16 +73,14 @@ def test_cmrelayinfo_reports_turn_reachable_and_the_admin_contact(info_relay, tm
     proc, report = _run(info_relay, program, env)
     if report.get("error") == "Missing email address.":
         proc, report = _run(info_relay, program, env)  # the cached profile, see above
+    print(proc.stdout)  # the report line (pytest -s)
     assert report["ok"], (json.dumps(report), proc.stderr)
     assert report["admin"] == f"mailto:postmaster@{DOMAIN}"
     turn = report["turn"]
     assert turn and turn["host"] == DOMAIN and turn["port"] == 3478, report
     assert report["turn_reachable"] is True, report
     assert report["maxsmtprecipients"] == 1000
-    if "iroh-relay" in info_relay.pids:
-        assert report["iroh_relay"] == f"https://{DOMAIN}", report
-        assert report["iroh_reachable"] is True, report
-    else:
-        # no iroh relay in this checkout: not advertised (it was, and failed with 502, before)
-        assert report["iroh_relay"] is None, report
+    # chatmail-iroh-relay behind nginx: /generate_204 answered (issue 18: it was http 502)
+    assert report["iroh_relay"] == f"https://{DOMAIN}", report
+    assert report["iroh_reachable"] is True, report
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
