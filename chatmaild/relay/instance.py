@@ -422,12 +422,9 @@ class Relay:
             d.mkdir(parents=True, exist_ok=True)
             os.chown(d, user.pw_uid, user.pw_gid)
 
-    def _coturn_pid(self):
-        turn = self.layout.turn if self.layout is not None else None
-        return read_pid(turn.pid_file) if turn is not None and turn.pid_file else None
-
     def start_coturn(self):
-        """coturn in the relay's namespace as its own user; pid recorded once it wrote one."""
+        """coturn in the relay's namespace as its own user (it stays in the foreground, so the
+        recorded pid is coturn's: setpriv and `ip netns exec` exec it)."""
         turn = self.layout.turn
         turn.pid_file.unlink(missing_ok=True)
         argv = ["setpriv", f"--reuid={TURN_USER}", f"--regid={TURN_USER}", "--init-groups"]
