@@ -318,7 +318,13 @@ def test_admin_contact_is_advertised_and_delivered(turn_relay):
         lambda: any(marker.encode() in body for body in maildir_messages(mailbox)),
         "a user's cleartext mail in the admin mailbox",
     )
-    assert "doesn't exist" not in turn_relay.log_text("postfix.log")
+    refusals = [
+        line
+        for line in turn_relay.log_text("postfix.log").splitlines()
+        if "doesn't exist" in line
+        and any(f"{part}@{domain}" in line for part in ("postmaster", "root", "abuse"))
+    ]
+    assert refusals == []  # other tests' unknown users may be refused in this shared log
     # the operator reads the mailbox on the server (docs/turn.md)
     conf = turn_relay.relay.layout.dovecot_config_dir / "dovecot.conf"
     fetched = subprocess.run(
