@@ -63,9 +63,15 @@ def test_daemon_table_matches_the_relay_wiring(ini_path, tmp_path):
         "metadata",
         "filtermail-outgoing",
         "filtermail-incoming",
+        "turn",
         "iroh-relay",
         "web",
     ]
+    # chatmail-turn runs as coturn's user, the owner of the secret; the others as vmail
+    assert daemons["turn"].user == "turnserver"
+    assert daemons["turn"].args == ("serve", str(config.path))
+    assert daemons["turn"].socket == config.turn_socket_path
+    assert {d.user for name, d in daemons.items() if name != "turn"} == {"vmail"}
     assert daemons["iroh-relay"].args == (str(config.path),)
     assert daemons["iroh-relay"].port == 3340
     assert daemons["web"].socket == layout.web.web_socket
@@ -132,6 +138,7 @@ def test_local_relay_runs_logmetrics_following_every_log(tmp_path):
         "lastlogin": "127.0.0.1:9605",
         "iroh-relay": "127.0.0.1:9606",
         "web": "",  # chatmail-web has no metrics endpoint (nginx's stub_status is on 8484)
+        "turn": "",  # chatmail-turn: one line per connection, nothing to count
         "opendkim-syslog": "",
     }
 

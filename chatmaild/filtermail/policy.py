@@ -83,6 +83,12 @@ def recipient_matches_passthrough(recipient: str, passthrough_recipients) -> boo
     return False
 
 
+def is_admin_contact(recipient: str, admin_contact: str) -> bool:
+    """The relay's admin contact (`admin_contact`, /shared/admin) takes cleartext mail from
+    its users: whoever writes to it has no key of the operator's."""
+    return recipient.lower() == admin_contact.lower()
+
+
 def sender_is_passthrough(sender: str, passthrough_senders) -> bool:
     sender = sender.lower()
     return any(entry.lower() == sender for entry in passthrough_senders)
@@ -109,6 +115,8 @@ def check_outgoing(env: Envelope, message: bytes, config) -> tuple[Verdict | Non
     if is_autocrypt_setup_message(entity, sender, env.rcpt_tos):
         return None, f"{OUT_UNENCRYPTED} Accepted: Autocrypt Setup Message"
     for recipient in env.rcpt_tos:
+        if is_admin_contact(recipient, config.admin_contact):
+            continue
         if not recipient_matches_passthrough(recipient, config.passthrough_recipients):
             return ENCRYPTION_NEEDED, (
                 f"{OUT_UNENCRYPTED} {REJECTED} from <{_printable(sender)}>: "

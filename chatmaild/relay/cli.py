@@ -179,6 +179,9 @@ def cmd_render(args):
         _log(f"then print its DNS record: {show}")
     elif dkim is not None:
         print(files[dkim.record_file], end="")
+    if layout.turn is not None:
+        # the TURN secret too is made on the server, in coturn's database (docs/turn.md)
+        _log(f"TURN secret: on the server, as root: chatmail-turn init-secret {args.config}")
     return 0
 
 

@@ -15,6 +15,7 @@ OPENDKIM_LOG = "opendkim.log"
 # leave room for the real traffic. (Inside systemd-nspawn and some containers the hard limit
 # cannot go above the host's, often 20000; docs/systemd.md.)
 LIMIT_NOFILE = 20000
+TURN_USER = "turnserver"  # Debian's coturn user
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Daemon:
     socket: Path | None = None  # ready when this unix socket accepts connections
     port: int | None = None  # ready when 127.0.0.1:port accepts connections
     metrics: str = ""  # listen spec of its Prometheus endpoint ("" = off)
+    user: str = "vmail"  # the user it runs as
 
     def available(self):
         """Whether this checkout has the daemon (packages land one by one)."""
@@ -90,6 +92,17 @@ def relay_daemons(config, layout, log_dir=None):
             metrics=config.metrics_filtermail_incoming,
         ),
     ]
+    if layout.turn is not None:
+        # TURN credentials for coturn; runs as coturn's user, the owner of the secret
+        daemons.append(
+            Daemon(
+                "turn",
+                "chatmaild.turn",
+                ("serve", ini),
+                socket=config.turn_socket_path,
+                user=TURN_USER,
+            )
+        )
     iroh = _iroh_relay(config, ini)
     if iroh is not None:
         daemons.append(iroh)

@@ -26,6 +26,17 @@ class Peering:
             "smtp_tls_ca_file": ca_cert_path(self.ca_dir),
         }
 
+    def turn_changes(self):
+        """Fields of the local TurnLayout to replace: coturn answers on the link address too
+        (the peers' DNS names the relay there) and may relay to the link's addresses."""
+        return {
+            "listening_ips": ("127.0.0.1", self.address),
+            "relay_ip": self.address,
+            "allowed_peers": (
+                f"{self.address.rpartition('.')[0]}.0-{self.address.rpartition('.')[0]}.255",
+            ),
+        }
+
     def certificate_names(self, domain):
         """The relay's usual names (domain, www., mta-sts., 127.0.0.1) and its link address."""
         return [*relay_names(domain), self.address]

@@ -43,6 +43,11 @@ BASE_UNITS = {
     "prometheus-postfix-exporter": (
         "User=prometheus\nExecStart=/usr/bin/prometheus-postfix-exporter\n"
     ),
+    # Debian 12's coturn.service (its hardening is InaccessibleDirectories=/home, PrivateTmp)
+    "coturn": (
+        "User=turnserver\nGroup=turnserver\nType=notify\n"
+        "ExecStart=/usr/bin/turnserver -c /etc/turnserver.conf --pidfile=\n"
+    ),
     "mtail": (
         'ExecStart=/bin/sh -c "journalctl -f -o short-iso -n 0 | /usr/local/bin/mtail'
         ' --address=127.0.0.1 --port=3903 --progs /etc/mtail --logtostderr --logs /dev/stdin"\n'
@@ -60,6 +65,8 @@ EXPECTED_EXEC = {
         f"{VENV_BIN}/chatmail-metadata /run/chatmail-metadata/metadata.socket {CHATMAIL_INI}"
     ),
     "chatmail-expire.service": f"{VENV_BIN}/chatmail-expire {CHATMAIL_INI} --remove",
+    # TURN credentials on /run/chatmail-turn/turn.socket (turn_socket_path of the ini)
+    "chatmail-turn.service": f"{VENV_BIN}/chatmail-turn serve {CHATMAIL_INI}",
     # /new behind nginx (upstream: the newemail CGI behind fcgiwrap)
     "chatmail-web.service": (
         f"{VENV_BIN}/chatmail-web {CHATMAIL_INI} --listen unix:/run/chatmail-web/web.socket"
@@ -117,6 +124,7 @@ def test_the_unit_set_is_complete():
         "chatmail-fsreport.service",
         "chatmail-fsreport.timer",
         "chatmail-web.service",
+        "chatmail-turn.service",
         "chatmail-iroh-relay.service",
     } <= names
     assert {p.parent.name for p in dropin_files()} == {f"{s}.service.d" for s in BASE_UNITS}
@@ -251,6 +259,12 @@ def test_command_lines_match_existing_relays(name):
         assert unit.flag("DynamicUser") and unit.get("User") is None
     elif name == "chatmail-extra-metrics.service":
         assert unit.get("User") is None  # root, with two capabilities
+    elif name == "chatmail-turn.service":
+        # coturn's user, the owner of the secret; the secret is made before, as root
+        assert unit.get("User") == "turnserver"
+        assert unit.get("ExecStartPre") == "+" + EXPECTED_EXEC[name].replace(
+            " serve ", " init-secret "
+        )
     else:
         assert unit.get("User") == "vmail"
 
@@ -322,6 +336,7 @@ def test_write_paths_are_only_the_needed_ones(path):
         "chatmail-extra-metrics.service": {"/var/lib/prometheus/node-exporter"},
         "chatmail-logmetrics.service": set(),
         "chatmail-web.service": set(),  # reads the mailboxes (BindReadOnlyPaths) only
+        "chatmail-turn.service": set(),  # reads the TURN secret only
         "chatmail-iroh-relay.service": set(),
     }[path.name]
     assert writable == expected
