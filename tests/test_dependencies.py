@@ -8,7 +8,7 @@ third-party import is mapped to the distribution that provides it in this enviro
   nothing, as aiosmtpd and pgpy were);
 - every pin in pyproject.toml is the version constraints.txt holds;
 - with the extras' packages made unimportable, every module under chatmaild/ imports and
-  the production commands of `python -m chatmaild.relay` (render, dkim-record) run.
+  the production commands of `python -m chatmaild.relay` (render, dkim-record, dns) run.
 """
 
 import ast
@@ -136,7 +136,7 @@ def test_every_module_imports_without_the_extras():
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-@pytest.mark.parametrize("command", ["render", "dkim-record"])
+@pytest.mark.parametrize("command", ["render", "dkim-record", "dns"])
 def test_production_relay_commands_run_without_the_extras(tmp_path, command):
     ini = write_ini(tmp_path / "chatmail.ini", mail_domain="eijo.im")
     key = tmp_path / "dkim.private"
