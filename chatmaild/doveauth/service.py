@@ -24,6 +24,13 @@ from . import hashing, rules, sysres
 log = logging.getLogger("chatmaild.doveauth")
 
 
+def worker_count(cpus: int | None = None) -> int:
+    """Threads that create accounts: two per core. The hash and the file system calls
+    release the interpreter lock, so one thread per core hashes while another waits in the
+    kernel (mkdir, the marker and password files); the event loop keeps its own thread."""
+    return 2 * max(1, cpus or os.cpu_count() or 1)
+
+
 class DoveauthService:
     def __init__(self, config, workers: int | None = None, read_resources=None, metrics=None):
         self.config = config
@@ -36,8 +43,8 @@ class DoveauthService:
         self._passdb_created = lookups[("passdb", "created")]
         self.mailboxes = Mailboxes(config.mailboxes_dir, config.address_domain)
         self._home_prefix = str(config.mailboxes_dir) + "/"
-        self._read_resources = read_resources or sysres.read_resources
-        self._workers = workers or max(2, os.cpu_count() or 2)
+        self._read_resources = read_resources or sysres.CachedResources()
+        self._workers = workers or worker_count()
         self._executor = None
         self._creating = {}  # addr -> Future of the stored hash (or None)
 
