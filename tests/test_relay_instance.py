@@ -63,14 +63,33 @@ def test_daemon_table_matches_the_relay_wiring(ini_path, tmp_path):
         "metadata",
         "filtermail-outgoing",
         "filtermail-incoming",
+        "iroh-relay",
         "web",
     ]
+    assert daemons["iroh-relay"].args == (str(config.path),)
+    assert daemons["iroh-relay"].port == 3340
     assert daemons["web"].socket == layout.web.web_socket
     assert daemons["web"].args == (str(config.path), "--listen", f"unix:{layout.web.web_socket}")
     assert daemons["doveauth"].args == (str(layout.doveauth_socket), str(config.path))
     assert daemons["metadata"].socket == layout.metadata_socket
     assert daemons["filtermail-outgoing"].args == (str(config.path), "outgoing")
     assert daemons["filtermail-incoming"].port == config.filtermail_smtp_port_incoming
+
+
+def test_iroh_relay_follows_iroh_relay_listen(tmp_path):
+    from chatmaild.config import read_config
+
+    layout = local_layout(tmp_path)
+    path = tmp_path / "chatmail.ini"
+    for listen, port, socket in (
+        ("0.0.0.0:3341", 3341, None),
+        ("unix:/run/iroh.sock", None, Path("/run/iroh.sock")),
+    ):
+        path.write_text(f"[params]\nmail_domain = x.org\niroh_relay_listen = {listen}\n")
+        iroh = {d.name: d for d in relay_daemons(read_config(path), layout)}["iroh-relay"]
+        assert (iroh.port, iroh.socket) == (port, socket)
+    path.write_text("[params]\nmail_domain = x.org\niroh_relay_listen =\n")
+    assert "iroh-relay" not in {d.name for d in relay_daemons(read_config(path), layout)}
 
 
 def test_local_relay_runs_logmetrics_following_every_log(tmp_path):
@@ -107,6 +126,7 @@ def test_local_relay_runs_logmetrics_following_every_log(tmp_path):
         "doveauth": "127.0.0.1:9603",
         "metadata": "127.0.0.1:9604",
         "lastlogin": "127.0.0.1:9605",
+        "iroh-relay": "127.0.0.1:9606",
         "web": "",  # chatmail-web has no metrics endpoint (nginx's stub_status is on 8484)
         "opendkim-syslog": "",
     }

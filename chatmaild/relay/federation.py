@@ -43,8 +43,10 @@ def is_pair_dir(state_dir):
 class RelayPair:
     """Relays A and B under `state_dir/a` and `state_dir/b`, the test CA in `state_dir/ca`.
 
-    `ini_extra` is appended to both relays' chatmail.ini; `extra_zones` (chatmaild.relay.zone
-    Zones) are served by both resolvers besides the relays' own, e.g. a test sender domain.
+    `ini_extra` is appended to both relays' chatmail.ini; `per_relay_ini(domain, address)`,
+    when given, returns keys for one relay only (e.g. its own `iroh_relay` URL on the link);
+    `extra_zones` (chatmaild.relay.zone Zones) are served by both resolvers besides the
+    relays' own, e.g. a test sender domain.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class RelayPair:
         ini_extra=None,
         extra_zones=(),
         log=print,
+        per_relay_ini=None,
     ):
         self.state_dir = Path(state_dir).resolve()
         self.netns_prefix = netns_prefix
@@ -72,7 +75,10 @@ class RelayPair:
                 netns=ns,
                 mail_domain=domain,
                 log=log,
-                ini_extra=ini_extra,
+                ini_extra={
+                    **(ini_extra or {}),
+                    **(per_relay_ini(domain, address) if per_relay_ini else {}),
+                },
                 peering=Peering(address, ca_dir),
             )
             for side, ns, domain, address in zip(

@@ -688,6 +688,18 @@ class Relay:
                 f"\n\nDKIM: OpenDKIM signs outgoing mail and bounces with {self.dkim.key_file};"
                 f"\nthe DNS record to publish:\n  {zone_line(c.mail_domain, self.dkim_record)}"
             )
+        iroh = ""
+        if c.iroh_relay_listen and "iroh-relay" not in self.skipped:
+            advertised = c.iroh_relay or "(nothing: iroh_relay is empty)"
+            iroh = (
+                f"\n\niroh relay (webxdc realtime): chatmail-iroh-relay on {c.iroh_relay_listen},"
+                f"\n  advertised to Delta Chat as {advertised}"
+            )
+            if c.iroh_relay.startswith("https://"):
+                iroh += (
+                    "\n  (Delta Chat accepts only publicly trusted certificates there; for a"
+                    "\n  local test set iroh_relay = http://127.0.0.1:3340 in the ini)"
+                )
         skipped = (
             f"\nNot running (not in this checkout yet): {', '.join(self.skipped)}"
             if self.skipped
@@ -709,7 +721,8 @@ Point a Delta Chat client at it (advanced login settings):
 
 Web front (nginx): https://{c.mail_domain}/ (website, autoconfig, MTA-STS);
   a new account: {curl} -X POST https://{c.mail_domain}/new
-  port 443 also carries IMAP and SMTP for clients that offer ALPN imap/smtp{metrics}{dkim}{skipped}
+  port 443 also carries IMAP and SMTP for clients that offer ALPN imap/smtp\
+{iroh}{metrics}{dkim}{skipped}
 
 Stop it with: python -m chatmaild.relay down --state-dir {self.state_dir}"""
 
