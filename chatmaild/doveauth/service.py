@@ -25,10 +25,11 @@ log = logging.getLogger("chatmaild.doveauth")
 
 
 def worker_count(cpus: int | None = None) -> int:
-    """Threads that create accounts: two per core. The hash and the file system calls
-    release the interpreter lock, so one thread per core hashes while another waits in the
-    kernel (mkdir, the marker and password files); the event loop keeps its own thread."""
-    return 2 * max(1, cpus or os.cpu_count() or 1)
+    """Threads that create accounts: one per core, at least two. The hash releases the
+    interpreter lock, so they hash on every core at once; more threads than cores only
+    crowded out the event loop's thread (lookups waited up to 0.1 s behind creations in
+    benchmarks/bench_dictproxy.py on a busy machine) and created no faster."""
+    return max(2, cpus or os.cpu_count() or 2)
 
 
 class DoveauthService:
