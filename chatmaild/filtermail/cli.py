@@ -1,4 +1,5 @@
-"""`filtermail CONFIG outgoing|incoming`: start one filter, stop cleanly on SIGTERM/SIGINT."""
+"""`filtermail CONFIG outgoing|incoming|transport`: start one filter (or the transport
+service, chatmaild.transport), stop cleanly on SIGTERM/SIGINT."""
 
 import argparse
 import asyncio
@@ -76,11 +77,16 @@ def _log_dkim_setting(config) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="filtermail", description=__doc__.splitlines()[0])
     parser.add_argument("config", help="path to chatmail.ini")
-    parser.add_argument("mode", choices=MODES)
+    parser.add_argument("mode", choices=(*MODES, "transport"))
     parser.add_argument(
         "--backlog", type=int, default=1024, help="listen backlog (default: %(default)s)"
     )
     args = parser.parse_args(argv)
+    if args.mode == "transport":  # upstream's command line for the transport service
+        from chatmaild.transport.cli import run
+
+        run(args.config, args.backlog)
+        return
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     config = load_config_or_exit(args.config)
     daemon.run(serve(config, args.mode, args.backlog))

@@ -48,7 +48,8 @@ class Handler:
     def on_refused(self, event: MessageRefused) -> None:
         pass
 
-    async def on_message(self, transaction) -> Reply:
+    async def on_message(self, transaction):
+        """The Reply for the client; an LMTP server returns one Reply per recipient."""
         return Reply(554, "5.3.0 Error: no message handler")
 
 
@@ -76,6 +77,7 @@ class SMTPServerProtocol(asyncio.Protocol):
             hostname=self.settings.hostname,
             max_message_size=self.settings.max_message_size,
             xforward=self.settings.xforward,
+            lmtp=self.settings.lmtp,
         )
         self.conn.greeting()
         transport.write(self.conn.data_to_send())
@@ -210,11 +212,13 @@ class ServerSettings:
         max_message_size: int = 31457280,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         xforward: tuple[str, ...] = (),
+        lmtp: bool = False,
     ):
         self.hostname = hostname
         self.max_message_size = max_message_size
         self.idle_timeout = idle_timeout
         self.xforward = xforward  # XFORWARD attribute names to announce; () = none
+        self.lmtp = lmtp  # LMTP (RFC 2033): LHLO, one reply per recipient after DATA
 
 
 class SMTPServer:
