@@ -362,7 +362,7 @@ class Relay:
             os.chown(sock.parent, vmail.pw_uid, vmail.pw_gid)
         config.mailboxes_dir.mkdir(parents=True, exist_ok=True)
         os.chown(config.mailboxes_dir, vmail.pw_uid, vmail.pw_gid)
-        for name in ("filtermail-outgoing", "filtermail-incoming"):
+        for name in ("filtermail-outgoing", "filtermail-incoming", "filtermail-transport"):
             (self.log_dir / f"{name}.log").touch()
         # chatmail-logmetrics (as vmail) follows the Postfix and Dovecot logs: create them
         # readable by group vmail (Dovecot would create its log 0600 root; both keep the
@@ -423,7 +423,7 @@ class Relay:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
-                env=self._daemon_env(),
+                env={**self._daemon_env(), **dict(daemon.env)},
                 start_new_session=True,
             )
         self.pids[daemon.name] = proc.pid
