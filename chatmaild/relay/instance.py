@@ -275,7 +275,8 @@ class Relay:
             self_signed=self.ca_dir is None,
         )
         if self.peering is not None:
-            self.layout = dataclasses.replace(self.layout, **self.peering.layout_changes())
+            changes = self.peering.layout_changes(self.layout)
+            self.layout = dataclasses.replace(self.layout, **changes)
 
     # -- running commands ---------------------------------------------------------------
 
@@ -390,7 +391,11 @@ class Relay:
             webcert.issue(self.ca_dir, names, layout.tls_cert, layout.tls_key)
         else:
             make_certificate(layout.tls_cert, layout.tls_key, config.mail_domain)
-        self._run(["nginx", "-t", "-c", str(layout.web.nginx_conf)], "nginx -t")
+        # inside the namespace once it exists: a peered relay's nginx binds its link address
+        nginx_test = ["nginx", "-t", "-c", str(layout.web.nginx_conf)]
+        if self.netns and netns_mod.exists(self.netns):
+            nginx_test = self.in_netns(nginx_test)
+        self._run(nginx_test, "nginx -t")
         # Creates the queue subdirectories and checks ownership.
         self._run(self.postfix_argv("check"), "postfix check")
         if dkim is not None:
