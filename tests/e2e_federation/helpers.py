@@ -162,9 +162,16 @@ class Side(RelayClients):
 def nft_output_rule(netns, rule, table="chatmaild_test"):
     """An nftables output rule in `netns` (e.g. `oifname "peer0" tcp dport 25 drop`) while
     the block runs; the table is removed afterwards."""
-    script = (
-        f"table inet {table} {{ chain out {{ type filter hook output priority 0;"
-        f" policy accept; {rule}; }} }}\n"
+    script = "\n".join(
+        [
+            f"table inet {table} {{",
+            "  chain out {",
+            "    type filter hook output priority 0; policy accept;",
+            f"    {rule}",
+            "  }",
+            "}",
+            "",
+        ]
     )
     subprocess.run(
         ["ip", "netns", "exec", netns, "nft", "-f", "-"], input=script.encode(), check=True
