@@ -211,10 +211,14 @@ async def test_dns_outcomes_per_domain(transport):
 
 
 async def test_busy_destination_gets_421(transport):
-    t = await transport(delay=0.5, admission=Admission(workers=10, per_destination=1))
+    t = await transport(delay=0.5, admission=Admission(workers=10, per_destination=1, queue=1))
     first = asyncio.create_task(t.send(["x@b.test"]))
     await asyncio.sleep(0.2)
-    _, data = await t.send(["y@b.test"])
+    waiting = asyncio.create_task(t.send(["y@b.test"]))  # queued behind the first
+    await asyncio.sleep(0.1)
+    _, data = await t.send(["z@b.test"])
     assert data == [(421, "4.3.2 Transport busy")]
     assert (await first)[1][0][0] == 250
+    assert (await waiting)[1][0][0] == 250
+    assert len(t.https.posts) == 2
     assert t.metrics.busy.value == 1

@@ -176,14 +176,17 @@ def test_final_reply_prefers_the_receivers_refusal():
 
 
 def test_admission_caps():
-    adm = Admission(workers=3, per_destination=2)
-    assert adm.enter("a") and adm.enter("a")
+    adm = Admission(workers=4, per_destination=1, queue=1)
+    assert adm.enter("a") and adm.enter("a")  # one running, one waiting
     assert not adm.enter("a")  # destination full
-    assert adm.enter("b")
-    assert not adm.enter("c")  # all workers busy
+    assert adm.enter("b") and adm.enter("c")
+    assert not adm.enter("d")  # all workers taken
     adm.leave("a")
-    assert adm.enter("c")
-    assert adm.in_flight == 3
+    assert adm.taken("a") == 1
+    assert adm.enter("d")
+    assert adm.in_flight == 4
+    adm.leave("a")
+    assert adm.taken("a") == 0
 
 
 # -- wire form -----------------------------------------------------------------------------

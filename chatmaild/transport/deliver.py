@@ -68,6 +68,7 @@ class Deliverer:
         self.admission = admission if admission is not None else Admission()
         self.metrics = metrics
         self.clock = clock
+        self._slots: dict[str, asyncio.Semaphore] = {}  # per destination, while in use
 
     async def deliver(self, tx) -> list[Reply]:
         """One reply per recipient of `tx`, in order."""
@@ -91,15 +92,24 @@ class Deliverer:
             if self.metrics is not None:
                 self.metrics.busy.inc(len(idx))
             return self._done(message, domain, rcpts, [R.BUSY] * len(idx), None, "", ["busy"])
-        if self.metrics is not None:
-            self.metrics.in_flight.inc()
+        slot = self._slots.get(domain)
+        if slot is None:
+            slot = self._slots[domain] = asyncio.Semaphore(self.admission.per_destination)
         start = self.clock()
         try:
-            replies, via, host, trail = await self._hosts(message, domain, rcpts)
+            async with slot:  # at most per_destination running, the rest wait their turn
+                if self.metrics is not None:
+                    self.metrics.in_flight.inc()
+                try:
+                    replies, via, host, trail = await self._hosts(message, domain, rcpts)
+                finally:
+                    if self.metrics is not None:
+                        self.metrics.in_flight.dec()
         finally:
             self.admission.leave(domain)
+            if not self.admission.taken(domain):
+                del self._slots[domain]
             if self.metrics is not None:
-                self.metrics.in_flight.dec()
                 self.metrics.delivery_seconds.observe(self.clock() - start)
         return self._done(message, domain, rcpts, replies, via, host, trail)
 
