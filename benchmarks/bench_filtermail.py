@@ -94,6 +94,10 @@ class FilterProcess:
     ):
         self.port = free_port()
         self.mode = mode
+        extra = dict(extra or {})
+        if mode == "incoming":  # its /mxdeliv listener, unless the caller chose the port
+            extra.setdefault("filtermail_http_port_incoming", free_port())
+            self.http_port = int(extra["filtermail_http_port_incoming"])
         self.metrics_port = free_port() if metrics else None
         suffix = "" if mode == "outgoing" else "_incoming"
         ini = workdir / f"{name}.ini"
@@ -106,7 +110,7 @@ class FilterProcess:
             "max_user_send_per_minute = 100000000\n"
             "max_user_send_burst_size = 100000000\n"
             + (f"metrics_filtermail_{mode} = 127.0.0.1:{self.metrics_port}\n" if metrics else "")
-            + "".join(f"{key} = {value}\n" for key, value in (extra or {}).items())
+            + "".join(f"{key} = {value}\n" for key, value in extra.items())
         )
         self.log_path = workdir / f"{name}.log"
         env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -2,7 +2,8 @@
 
 `python filtermail_netns_check.py INI REPO_ROOT`: starts aiosmtpd sinks on the reinjection
 ports 10025/10026, the real `python -m chatmaild.filtermail INI outgoing|incoming` daemons on
-the configured ports 10080/10081, sends mail through both, opens 500 connections at once,
+the configured ports 10080/10081 (and incoming's HTTP listener on 10082), sends mail through
+all three, opens 500 connections at once,
 stops the daemons with SIGTERM, and prints one JSON object with what it saw.
 """
 
@@ -15,8 +16,11 @@ import subprocess
 import sys
 import time
 
+import aiohttp
 from filtermail_samples import SENDER, armor, encrypt, encrypted_mail, plain_mail
 from filtermail_server_helpers import Client, RecordingSink
+
+from chatmaild.filtermail.mxdeliv import request_headers, stuff_body
 
 INI, ROOT = sys.argv[1], sys.argv[2]
 SIMULTANEOUS = 500
@@ -93,6 +97,18 @@ async def main():
             xforward=b"ADDR=192.0.2.1",
         )
         await client.close()
+        # the same filter over HTTP (/mxdeliv, the default port 10082), as nginx forwards it
+        async with aiohttp.ClientSession() as session:
+            literal = plain_mail("alice@[192.0.2.1]", "bob@eijo.im")
+            async with session.post(
+                "http://127.0.0.1:10082/mxdeliv",
+                data=stuff_body(literal),
+                headers=[
+                    *request_headers("alice@[192.0.2.1]", ["bob@eijo.im"]),
+                    ("X-Real-IP", "192.0.2.1"),
+                ],
+            ) as resp:
+                result["http"] = [resp.status, await resp.text()]
         result["outgoing_identical"] = [m.data for m in out_sink.messages] == [message]
         result["incoming_count"] = len(in_sink.messages)
         result["simultaneous_banners"] = await simultaneous_connects(10080, SIMULTANEOUS)

@@ -1,5 +1,6 @@
 """Helpers for the filtermail server tests: an aiosmtpd recording sink on the test's loop,
-a raw SMTP client that sends exact bytes, and an in-process filter on an ephemeral port."""
+a raw SMTP client that sends exact bytes, and an in-process filter on an ephemeral port
+(with its /mxdeliv HTTP listener when asked)."""
 
 import asyncio
 import socket
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 from aiosmtpd.smtp import SMTP as AiosmtpdSMTP
 
 from chatmaild.config import read_config
-from chatmaild.filtermail.app import build_server
+from chatmaild.filtermail.app import build_http_server, build_server
 
 from conftest import write_ini
 
@@ -192,7 +193,7 @@ class Filter:
     where the keys come from.
     """
 
-    def __init__(self, tmp_path, mode, reinject_port, key_fetcher=None, **params):
+    def __init__(self, tmp_path, mode, reinject_port, key_fetcher=None, http=False, **params):
         params.setdefault("filtermail_dkim_check", "false")
         ini = write_ini(
             tmp_path / "chatmail.ini",
@@ -205,12 +206,19 @@ class Filter:
         self.server, self.reinjector = build_server(
             self.config, mode, listen_port=0, key_fetcher=key_fetcher
         )
+        # `http=True`: the /mxdeliv listener too, on its own ephemeral port (`http_port`)
+        self.http = build_http_server(self.config, self.server, listen_port=0) if http else None
 
     async def __aenter__(self):
         await self.server.start()
         self.port = self.server.port
+        if self.http is not None:
+            await self.http.start(grace=1)
+            self.http_port = self.http.port
         return self
 
     async def __aexit__(self, *exc):
+        if self.http is not None:
+            await self.http.shutdown()
         await self.server.shutdown(grace=1)
         await self.reinjector.close()

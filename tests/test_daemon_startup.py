@@ -29,10 +29,23 @@ def taken_port():
         yield s.getsockname()[1]
 
 
-@pytest.mark.parametrize("mode", ["outgoing", "incoming"])
-def test_filtermail_port_in_use(tmp_path, taken_port, mode):
-    key = "filtermail_smtp_port" if mode == "outgoing" else "filtermail_smtp_port_incoming"
-    ini = write_ini(tmp_path / "c.ini", mailboxes_dir=tmp_path / "mb", **{key: taken_port})
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "mode, key",
+    [
+        ("outgoing", "filtermail_smtp_port"),
+        ("incoming", "filtermail_smtp_port_incoming"),
+        ("incoming", "filtermail_http_port_incoming"),  # /mxdeliv
+    ],
+)
+def test_filtermail_port_in_use(tmp_path, taken_port, mode, key):
+    ports = {"filtermail_http_port_incoming": free_port(), key: taken_port}
+    ini = write_ini(tmp_path / "c.ini", mailboxes_dir=tmp_path / "mb", **ports)
     proc = run(daemon_argv("chatmaild.filtermail", ini, mode))
     assert_one_line_refusal(proc, f"127.0.0.1:{taken_port}", "in use")
 

@@ -73,7 +73,8 @@ def test_existing_relay_config_starts_both_filters(tmp_path, netns):
     assert result["outgoing_plain"] == [523, "Encryption Needed: Invalid Unencrypted Mail"]
     assert result["incoming_unsigned"] == [550, "5.7.1 No valid DKIM signature found"], result
     assert result["incoming"][0] == 250, result
-    assert result["incoming_count"] == 1
+    assert result["http"] == [200, "250 OK"], result
+    assert result["incoming_count"] == 2
     assert result["simultaneous_banners"] == 500, result
     assert result["exit_codes"] == {"outgoing": 0, "incoming": 0}, result
     out_log = result["logs"]["outgoing"]
@@ -87,6 +88,8 @@ def test_existing_relay_config_starts_both_filters(tmp_path, netns):
     ), in_log
     exempt = "DKIM exempt: IP literal [192.0.2.1] is the client address"
     assert any(line.endswith(exempt) for line in in_log), in_log
+    assert any(line.endswith(exempt + " (HTTP)") for line in in_log), in_log
+    assert any("/mxdeliv over HTTP on 127.0.0.1:10082" in line for line in in_log), in_log
     assert not any("Traceback" in line or "unknown keys" in line for line in out_log), out_log
 
 

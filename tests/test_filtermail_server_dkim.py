@@ -225,6 +225,7 @@ def test_daemon_logs_the_setting_at_start(tmp_path, setting, expected):
         tmp_path / "chatmail.ini",
         mailboxes_dir=tmp_path / "mailboxes",
         filtermail_smtp_port_incoming=closed_port(),
+        filtermail_http_port_incoming=closed_port(),
         filtermail_dkim_check=setting,
         filtermail_dkim_nameserver="127.0.0.1:53",
     )

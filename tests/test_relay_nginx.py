@@ -58,9 +58,23 @@ def test_alpn_map_and_listeners(tmp_path):
     assert "server_name www.chat.example;" in conf
     assert "listen 127.0.0.1:8484;" in conf and "stub_status;" in conf
     assert "listen 80;" in conf and "proxy_pass http://127.0.0.1:402;" in conf  # ACME
-    assert "proxy_pass http://127.0.0.1:10082;" in conf  # /mxdeliv
+    assert "server 127.0.0.1:10082;" in conf and "proxy_pass http://mxdeliv;" in conf
     assert f"load_module {STREAM_MODULE};" in conf
     assert "ssl_certificate /var/lib/acme/live/chat.example/fullchain;" in conf
+
+
+def test_mxdeliv_location(tmp_path):
+    """Bodies up to max_message_size over HTTP/1.1 with the client address; beyond it
+    upstream's 413 text, not nginx's HTML page."""
+    conf = _conf(_config(tmp_path, max_message_size="1000000"))
+    location = conf[conf.index("location /mxdeliv {") :]
+    location = location[: location.index("}")]
+    assert "client_max_body_size 1000000;" in location
+    assert "error_page 413 = @mxdeliv_too_large;" in location
+    assert "proxy_http_version 1.1;" in location
+    assert 'proxy_set_header Connection "";' in location
+    assert "proxy_set_header X-Real-IP $remote_addr;" in location
+    assert "return 413 '552 Message exceeds maximum size';" in conf
 
 
 def test_get_new_redirects_only_with_a_real_certificate(tmp_path):

@@ -18,6 +18,7 @@ def test_run_command_starts_and_stops_on_ctrl_c(tmp_path):
         mailboxes_dir=tmp_path / "mailboxes",
         filtermail_smtp_port=free_port(),
         filtermail_smtp_port_incoming=free_port(),
+        filtermail_http_port_incoming=free_port(),
         postfix_reinject_port=free_port(),
         postfix_reinject_port_incoming=free_port(),
         max_load_1m=1000,

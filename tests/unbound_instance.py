@@ -59,10 +59,11 @@ class Unbound:
         refused: tuple[str, ...] = (),
         negative_ttl: int = 60,
         start_timeout: float = 15.0,
+        port: int | None = None,
     ):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_udp_tcp_port()
+        self.port = port or free_udp_tcp_port()  # `port`: a fixed one (in a fresh namespace)
         self.control_port = free_udp_tcp_port()
         self.conf = self.dir / "unbound.conf"
         self.log = self.dir / "unbound.log"

@@ -5,7 +5,8 @@ the outgoing policy at the end of DATA. Incoming: the incoming policy at the end
 with `enforceE2EEincoming` looked up in the mailbox directory, then (for mail it accepts)
 DKIM verification with keys from DNS (`filtermail_dkim_check`). Every decision is logged as
 exactly one line with one logging call; accepted mail is re-injected and the client gets
-the downstream reply.
+the downstream reply. The incoming filter also answers relay-to-relay deliveries over HTTP
+(`build_http_server`, `/mxdeliv`) with the same handler.
 """
 
 import logging
@@ -19,6 +20,7 @@ from chatmaild.smtp.server import Handler, ServerSettings, SMTPServer
 
 from .dkimcheck import FAIL, DkimResult, screen, verify
 from .dkimkeys import KeyFetcher
+from .httpserver import MxdelivServer
 from .policy import (
     Envelope,
     check_dkim,
@@ -105,7 +107,12 @@ class FilterHandler(Handler):
             reply.text,
         )
 
-    async def on_message(self, tx: Transaction) -> Reply:
+    async def on_message(self, tx: Transaction, via: str = "") -> Reply:
+        """Decide on one message, reinject it when accepted; the reply for the client.
+
+        The SMTP server and the /mxdeliv HTTP listener both end here; `via` is appended to
+        the log lines (" (HTTP)" for the listener).
+        """
         metrics = self.metrics
         env = Envelope(mail_from=tx.mail_from, rcpt_tos=list(tx.rcpt_tos))
         started = time.perf_counter()
@@ -120,7 +127,7 @@ class FilterHandler(Handler):
         metrics.decision_seconds.observe(decided - started)
         metrics.received_bytes.inc(len(tx.data))
         metrics.count_decision(None if verdict is None else verdict.code, line)
-        log.info(line)
+        log.info("%s%s", line, via)
         if verdict is not None:
             return Reply(verdict.code, verdict.text)
         reply = await self.reinjector.send(tx)
@@ -128,11 +135,12 @@ class FilterHandler(Handler):
         if reply.code != 250:
             metrics.reinject_failed.inc()
             log.warning(
-                "%s: reinjection of mail from <%s> failed: %d %s",
+                "%s: reinjection of mail from <%s> failed: %d %s%s",
                 self.label,
                 _printable(tx.mail_from),
                 reply.code,
                 reply.text.replace("\n", " "),
+                via,
             )
         return reply
 
@@ -186,3 +194,21 @@ def build_server(
     )
     handler.metrics.track_sessions(server.sessions)
     return server, reinjector
+
+
+def build_http_server(
+    config, server: SMTPServer, *, listen_port: int | None = None, backlog: int = 1024
+) -> MxdelivServer:
+    """The (not yet started) /mxdeliv listener of the incoming filter `server`: the same
+    handler (checks, metrics, reinjector) behind an HTTP front."""
+    handler = server.handler
+    if handler.mode != "incoming":
+        raise ValueError("the /mxdeliv listener belongs to the incoming filter")
+    port = config.filtermail_http_port_incoming if listen_port is None else listen_port
+    return MxdelivServer(
+        handler,
+        LISTEN_HOST,
+        port,
+        max_message_size=config.max_message_size,
+        backlog=backlog,
+    )

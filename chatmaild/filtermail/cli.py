@@ -15,9 +15,11 @@ from chatmaild.daemon import StartupError, listen_error
 from chatmaild.metrics.exporter import start_exporter
 from chatmaild.metrics.filtermail import FiltermailMetrics
 
-from .app import LISTEN_HOST, MODES, build_server
+from .app import LISTEN_HOST, MODES, build_http_server, build_server
 
 log = logging.getLogger("filtermail")
+
+SHUTDOWN_GRACE = 10.0
 
 
 async def serve(config, mode: str, backlog: int) -> None:
@@ -29,9 +31,20 @@ async def serve(config, mode: str, backlog: int) -> None:
             "DKIM verification needs a resolver: none in /etc/resolv.conf "
             "(or set filtermail_dkim_nameserver)"
         ) from None
+    # incoming: the /mxdeliv listener first, so that a listening SMTP port (what the relay
+    # and systemd wait for) means both are up
+    http = None
+    if mode == "incoming":
+        http = build_http_server(config, server, backlog=backlog)
+        try:
+            await http.start(grace=SHUTDOWN_GRACE)
+        except OSError as e:
+            raise listen_error(f"{LISTEN_HOST}:{http.port}", e) from None
     try:
         await server.start()
     except OSError as e:
+        if http is not None:
+            await http.shutdown()
         raise listen_error(f"{LISTEN_HOST}:{server.port}", e) from None
     metrics_spec = getattr(config, f"metrics_filtermail_{mode}")
     exporter = await start_exporter(metrics_spec, metrics.registry)
@@ -47,13 +60,16 @@ async def serve(config, mode: str, backlog: int) -> None:
         reinjector.host,
         reinjector.port,
     )
-    if mode == "incoming":
+    if http is not None:
+        log.info("filtermail incoming: /mxdeliv over HTTP on %s:%d", LISTEN_HOST, http.port)
         _log_dkim_setting(config)
     await stop.wait()
     log.info("filtermail %s shutting down", mode)
     if exporter is not None:
         exporter.close()
-    await server.shutdown(grace=10.0)
+    if http is not None:
+        await http.shutdown()
+    await server.shutdown(grace=SHUTDOWN_GRACE)
     await reinjector.close()
     if exporter is not None:
         await exporter.wait_closed()

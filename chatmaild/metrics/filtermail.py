@@ -21,6 +21,10 @@ OUTCOMES = (
     "dkim_temporary",  # incoming, 451: a DKIM key could not be fetched (DNS)
 )
 
+# answers of the /mxdeliv listener: accepted, refused (SMTP reply in the body), not POST,
+# too large, busy (concurrency limit), client too slow (read timeout)
+HTTP_STATUSES = (200, 400, 405, 408, 413, 503)
+
 DECISION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 REINJECT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -67,6 +71,24 @@ class FiltermailMetrics:
             registry=self.registry,
         ).labels(mode)
         self._incoming = mode == "incoming"
+        if self._incoming:
+            self._add_http_metrics(mode)
+
+    def _add_http_metrics(self, mode: str) -> None:
+        """/mxdeliv (filtermail incoming's HTTP listener); its decisions count in `outcome`."""
+        http_requests = Counter(
+            "chatmail_filtermail_http_requests",
+            "Requests to the /mxdeliv HTTP listener, by mode and answer status",
+            ["mode", "status"],
+            registry=self.registry,
+        )
+        self.http_status = {code: http_requests.labels(mode, str(code)) for code in HTTP_STATUSES}
+        self.http_open_requests = Gauge(
+            "chatmail_filtermail_http_open_requests",
+            "Requests the /mxdeliv HTTP listener is working on",
+            ["mode"],
+            registry=self.registry,
+        ).labels(mode)
 
     def track_sessions(self, sessions):
         """Report `len(sessions)` (the server's live session set) at scrape time: no

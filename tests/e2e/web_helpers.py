@@ -62,14 +62,22 @@ class Web:
         self.domain = domain
         self.cafile = cafile
 
-    def request(self, method, path, host=None, body=None, source="127.0.0.1"):
-        """(status, headers dict with lower-case names, body bytes)."""
+    def request(self, method, path, host=None, body=None, source="127.0.0.1", headers=None):
+        """(status, headers dict with lower-case names, body bytes). `headers`: a list of
+        (name, value), names may repeat."""
         host = host or self.domain
         conn = http.client.HTTPSConnection(host, 443, timeout=30)
         # connected by hand: the socket is made inside the namespace, TLS checks `host`
         conn.sock = tls_connect(self.netns, host, self.cafile, timeout=30, source=source)
         try:
-            conn.request(method, path, body=body)
+            if headers is None:
+                conn.request(method, path, body=body)
+            else:
+                conn.putrequest(method, path)
+                for name, value in headers:
+                    conn.putheader(name, value.encode())
+                conn.putheader("Content-Length", str(len(body or b"")))
+                conn.endheaders(body)
             resp = conn.getresponse()
             return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
         finally:
