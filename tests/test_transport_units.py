@@ -24,7 +24,7 @@ from chatmaild.transport.mx import (
     ip_literal,
     verifies_certificate,
 )
-from chatmaild.transport.wire import dot_stuff, envelope_headers, url
+from chatmaild.transport.wire import request_headers, stuff_body, url
 
 # -- MX choice -----------------------------------------------------------------------------
 
@@ -198,15 +198,15 @@ def test_admission_caps():
         (b"a\r\n.b\r\n..c\r\n", b"a\r\n..b\r\n...c\r\n"),
         (b".x\r\n", b"..x\r\n"),
         (b"no end", b"no end\r\n"),
-        (b"", b""),
+        (b"", b"\r\n"),
     ],
 )
 def test_dot_stuff(data, stuffed):
-    assert dot_stuff(data) == stuffed
+    assert stuff_body(data) == stuffed
 
 
 def test_envelope_and_url():
-    assert envelope_headers("", ["a@b", "c@b"]) == [
+    assert request_headers("", ["a@b", "c@b"]) == [
         ("X-MAIL-FROM", ""),
         ("X-MAIL-TO", "a@b"),
         ("X-MAIL-TO", "c@b"),

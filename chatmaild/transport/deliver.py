@@ -21,7 +21,7 @@ from .limits import Admission
 from .memory import SmtpOnlyMemory
 from .mx import domain_of, hosts_or_reply, ip_literal
 from .smtpclient import Unreachable
-from .wire import dot_stuff
+from .wire import stuff_body
 
 log = logging.getLogger("filtermail-transport")
 
@@ -38,7 +38,7 @@ class _Message:
     @property
     def stuffed(self) -> bytes:
         if self._stuffed is None:
-            self._stuffed = dot_stuff(self.tx.data)
+            self._stuffed = stuff_body(self.tx.data)
         return self._stuffed
 
     def mail_options(self) -> list[str]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from .mx import verifies_certificate
-from .wire import envelope_headers, url
+from .wire import is_delivered, request_headers, url
 
 TIMEOUT = 60.0
 MAX_REPLY_BODY = 4096
@@ -27,7 +27,7 @@ class HttpsResult:
 
     @property
     def delivered(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
+        return self.status is not None and is_delivered(self.status)
 
 
 def tls_context() -> ssl.SSLContext:
@@ -73,7 +73,7 @@ class HttpsSender:
     async def post(self, host: str, mail_from: str, rcpt_tos, body: bytes) -> HttpsResult:
         """Deliver `body` (dot-stuffed DATA form) for `rcpt_tos` of one domain to `host`."""
         session = self._get_session()
-        headers = envelope_headers(mail_from, rcpt_tos)  # repeated X-MAIL-TO kept
+        headers = request_headers(mail_from, rcpt_tos)  # repeated X-MAIL-TO kept
         ssl_arg = self._ctx if verifies_certificate(host) else False
         try:
             async with session.post(
