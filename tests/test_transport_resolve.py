@@ -55,3 +55,20 @@ async def test_no_resolver_answers_is_temporary():
     lookup = await MxResolver(("127.0.0.1", 9), lifetime=1).lookup("b.test")
     assert isinstance(lookup, Failed)
     assert hosts_or_reply("b.test", lookup).code == 421
+
+
+async def test_answers_are_kept_for_their_ttl_failures_are_not(tmp_path):
+    require_unbound()
+    now = [0.0]
+    dns = Unbound(tmp_path, ZONES, refused=("broken.test",)).start()
+    try:
+        resolver = MxResolver(("127.0.0.1", dns.port), lifetime=5, clock=lambda: now[0])
+        for _ in range(3):
+            assert isinstance(await resolver.lookup("b.test"), Records)
+            assert isinstance(await resolver.lookup("broken.test"), Failed)
+        assert resolver.queries == 4  # b.test once, broken.test each time
+        now[0] += 301  # past the records' TTL (300 s)
+        await resolver.lookup("b.test")
+        assert resolver.queries == 5
+    finally:
+        dns.stop()
