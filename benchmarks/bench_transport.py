@@ -15,7 +15,7 @@ fallback A's transport remembers B as SMTP-only), `postfix` (default_transport =
 Postfix's SMTP client with its connection cache, the path before the transport service).
 
     python benchmarks/bench_transport.py [--messages N] [--parallel 10,100]
-        [--modes https,smtp,postfix] [--json]
+        [--modes https,smtp,postfix] [--rounds N] [--json]
 """
 
 import argparse
@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import smtplib
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -130,11 +131,16 @@ class Bench:
             capture_output=True,
         )
 
-    def transport_handshakes(self):
+    def transport_figures(self):
+        """(TLS connections opened, deliveries, seconds spent in them) of A's transport."""
         spec = self.pair.a.config.metrics_filtermail_transport
         with entered(self.pair.a.netns):
             scraped = samples(spec)
-        return scraped.get(("chatmail_transport_https_connections_opened", ()), 0.0)
+        return (
+            scraped.get(("chatmail_transport_https_connections_opened", ()), 0.0),
+            scraped.get(("chatmail_transport_delivery_seconds_count", ()), 0.0),
+            scraped.get(("chatmail_transport_delivery_seconds_sum", ()), 0.0),
+        )
 
     def fill_queue(self, messages, sender, rcpts):
         """Inject `messages` into A's reinjection port (signed there), held in the queue."""
@@ -178,7 +184,7 @@ class Bench:
         rcpts = [self.b.new_account()[0] for _ in range(10)]
         watcher = MaildirWatcher([self.b.user_dir(r) for r in rcpts])
         markers = self.fill_queue(messages, sender, rcpts)
-        handshakes0 = self.transport_handshakes()
+        figures0 = self.transport_figures()
         cpu0 = netns_cpu_seconds(a.netns), netns_cpu_seconds(b.netns)
         watcher.start()
         self.postconf(a, "defer_transports =")
@@ -194,6 +200,8 @@ class Bench:
         t1 = time.perf_counter()
         time.sleep(0.5)  # B's last deliveries finish logging, so their CPU is counted
         cpu1 = netns_cpu_seconds(a.netns), netns_cpu_seconds(b.netns)
+        figures1 = self.transport_figures()
+        handshakes, count, seconds = (x1 - x0 for x0, x1 in zip(figures0, figures1, strict=True))
         self.nft_clear(b.netns)
         arrivals = watcher.arrivals()
         lat = sorted(arrivals[m] - t0 for m in markers if m in arrivals)
@@ -211,14 +219,37 @@ class Bench:
             "latency_p99_ms": p99,
             "cpu_s_per_1000_a": (cpu1[0] - cpu0[0]) * per_k,
             "cpu_s_per_1000_b": (cpu1[1] - cpu0[1]) * per_k,
-            "tls_connections": (
-                None if mode == "postfix" else self.transport_handshakes() - handshakes0
+            "tls_connections": None if mode == "postfix" else handshakes,
+            # mean time the transport spent on one delivery (DNS, HTTPS or SMTP, answer)
+            "transport_ms_per_delivery": (
+                None if mode == "postfix" or not count else seconds / count * 1000
             ),
         }
 
 
+def summarize(results):
+    """The median of every measured figure per (mode, parallel)."""
+    groups = {}
+    for r in results:
+        groups.setdefault((r["mode"], r["parallel"]), []).append(r)
+    out = []
+    for (mode, parallel), runs in groups.items():
+        row = {"mode": mode, "parallel": parallel, "messages": runs[0]["messages"]}
+        for key in runs[0]:
+            if key in row:
+                continue
+            values = [r[key] for r in runs if r[key] is not None]
+            row[key] = statistics.median(values) if values else None
+        out.append(row)
+    return out
+
+
 def describe(r):
-    tls = "" if r["tls_connections"] is None else f", {r['tls_connections']:.0f} TLS connections"
+    tls = ""
+    if r["tls_connections"] is not None:
+        tls = f", {r['tls_connections']:.0f} TLS connections"
+    if r.get("transport_ms_per_delivery") is not None:
+        tls += f", {r['transport_ms_per_delivery']:.0f} ms per delivery in the transport"
     return (
         f"{r['mode']:7} x{r['parallel']:<3}: {r['delivered']}/{r['messages']} in B's Maildirs,"
         f" {r['msgs_per_s']:.1f} msg/s, queue -> Maildir p50 {r['latency_p50_ms'] or 0:.0f} ms"
@@ -232,6 +263,7 @@ def main():
     p.add_argument("--messages", type=int, default=300)
     p.add_argument("--parallel", default="10,100")
     p.add_argument("--modes", default="https,smtp,postfix")
+    p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     if os.geteuid() != 0:
@@ -245,20 +277,29 @@ def main():
         log=lambda m: 0,
     )
     results = []
+    modes = args.modes.split(",")
+    parallels = [int(x) for x in args.parallel.split(",")]
     try:
         pair.up()
         bench = Bench(pair)
-        for mode in args.modes.split(","):
-            for parallel in (int(x) for x in args.parallel.split(",")):
-                r = bench.run(mode, parallel, args.messages)
-                results.append(r)
-                if not args.json:
-                    print(describe(r), flush=True)
+        # the modes take turns, so a change in the machine's load hits them alike
+        for _ in range(args.rounds):
+            for parallel in parallels:
+                for mode in modes:
+                    r = bench.run(mode, parallel, args.messages)
+                    results.append(r)
+                    if not args.json:
+                        print(describe(r), flush=True)
     finally:
         pair.down()
         shutil.rmtree(state, ignore_errors=True)
+    summary = summarize(results)
     if args.json:
-        print(json.dumps(results, indent=1))
+        print(json.dumps({"runs": results, "median": summary}, indent=1))
+        return
+    print(f"median of {args.rounds} rounds:")
+    for r in summary:
+        print("  " + describe(r))
 
 
 if __name__ == "__main__":
