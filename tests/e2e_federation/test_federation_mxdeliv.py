@@ -12,6 +12,7 @@ import importlib.util
 import smtplib
 import time
 
+import pytest
 from e2e.helpers import cleartext_message, encrypted_message, wait_until
 from e2e.test_relay_metrics import Endpoints, value
 
@@ -179,10 +180,13 @@ def test_unsigned_refused_over_https_bounces_to_the_sender(federation):
     _refusal_case(federation, "unsigned", "open")
 
 
-def test_receiver_restart_mid_transfer_loses_nothing(federation):
-    """B's filtermail incoming (the /mxdeliv listener and the port-25 filter) restarts while
-    A delivers a burst: every message arrives, at most twice (a request B accepted but whose
-    answer was lost is sent again), and A's queue empties."""
+@pytest.mark.parametrize(
+    "side, daemon", [("b", "filtermail-incoming"), ("a", "filtermail-transport")]
+)
+def test_restart_mid_transfer_loses_nothing(federation, side, daemon):
+    """B's filtermail incoming (the /mxdeliv listener and the port-25 filter) or A's transport
+    service restarts while A delivers a burst: every message arrives, at most twice (a
+    request B accepted but whose answer was lost is sent again), and A's queue empties."""
     require_listener(federation)
     a, b = federation.a, federation.b
     forget_memory()
@@ -197,7 +201,7 @@ def test_receiver_restart_mid_transfer_loses_nothing(federation):
             client.sendmail(sender, [rcpt], message)
             markers.append(marker)
             if i == 10:
-                b.relay.restart_daemon("filtermail-incoming")
+                getattr(federation, side).relay.restart_daemon(daemon)
     finally:
         client.close()
     a.relay.flush_queue()
