@@ -14,6 +14,7 @@ from .resolve import MxResolver
 from .smtpclient import SmtpSender
 
 LISTEN_HOST = "127.0.0.1"
+SIZE_MARGIN = 1024 * 1024
 
 
 class TransportHandler(Handler):
@@ -42,8 +43,13 @@ def build_deliverer(config, metrics=None, https_port=443, smtp_port=25, nameserv
 
 
 def build_server(config, deliverer, port=None, backlog=1024):
+    # Postfix's message_size_limit counts the queue file; the LMTP stream of the same
+    # message may be a little longer (headers added at queueing): never bounce a message
+    # Postfix accepted for being a few bytes over
     settings = ServerSettings(
-        hostname=config.mail_domain, max_message_size=config.max_message_size, lmtp=True
+        hostname=config.mail_domain,
+        max_message_size=config.max_message_size + SIZE_MARGIN,
+        lmtp=True,
     )
     port = config.filtermail_lmtp_port_transport if port is None else port
     handler = TransportHandler(deliverer)
