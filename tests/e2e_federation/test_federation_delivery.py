@@ -139,11 +139,17 @@ def _deferred_while_down(a, b, resolver, sender, spw, rcpt, while_down=lambda: N
 
 
 def test_senders_resolver_down_defers_and_the_mail_arrives_once_it_is_back(federation):
-    """A's resolver down: A's Postfix cannot look up B's MX."""
+    """A's resolver down: A's transport cannot look up B's MX and answers Postfix 421. (It
+    keeps MX answers for their TTL and a TLS connection to B for a minute, so it is
+    restarted while the resolver is down: it starts afresh, as after a reboot.)"""
     a, b = federation.a, federation.b
     sender, spw = a.new_account()
     rcpt, _ = b.new_account()
-    line = _deferred_while_down(a, b, a.resolver, sender, spw, rcpt)
+
+    def while_down():
+        a.relay.restart_daemon("filtermail-transport")
+
+    line = _deferred_while_down(a, b, a.resolver, sender, spw, rcpt, while_down)
     assert "Host or domain name not found" in line and "try again" in line
 
 
