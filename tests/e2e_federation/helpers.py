@@ -162,6 +162,9 @@ class Side(RelayClients):
 def nft_output_rule(netns, rule, table="chatmaild_test"):
     """An nftables output rule in `netns` (e.g. `oifname "peer0" tcp dport 25 drop`) while
     the block runs; the table is removed afterwards."""
+    from conftest import require_tool
+
+    require_tool("nft")
     script = "\n".join(
         [
             f"table inet {table} {{",
