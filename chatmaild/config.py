@@ -161,6 +161,8 @@ class Config:
     passthrough_senders: tuple
     passthrough_recipients: tuple
     iroh_relay: str
+    iroh_relay_listen: str
+    iroh_relay_max_clients: int
     turn_socket_path: Path
     notification_url: str
     max_load_1m: float
@@ -174,6 +176,7 @@ class Config:
     metrics_lastlogin: str
     metrics_logmetrics: str
     metrics_filtermail_transport: str
+    metrics_irohrelay: str
     filtermail_http_port_incoming: int
     filtermail_lmtp_port_transport: int
     filtermail_transport_smtp_memory: int
@@ -214,6 +217,10 @@ SCHEMA = {
     "passthrough_senders": (parse_list, ""),
     "passthrough_recipients": (parse_list, ""),
     "iroh_relay": (parse_str, lambda domain: f"https://{domain}"),
+    # chatmail-iroh-relay: where it listens (nginx proxies /relay, /ping, /generate_204 to
+    # it; empty: `relay up` does not run it) and how many clients it serves at once.
+    "iroh_relay_listen": (parse_listen, "127.0.0.1:3340"),
+    "iroh_relay_max_clients": (parse_nonneg_int, "10000"),
     "turn_socket_path": (parse_path, "/run/chatmail-turn/turn.socket"),
     "notification_url": (parse_str, "https://notifications.delta.chat/notify"),
     "max_load_1m": (parse_float, "5"),
@@ -227,6 +234,7 @@ SCHEMA = {
     "metrics_lastlogin": (parse_listen, ""),
     "metrics_logmetrics": (parse_listen, ""),
     "metrics_filtermail_transport": (parse_listen, ""),
+    "metrics_irohrelay": (parse_listen, ""),
     # Upstream 1.12 keys: the mxdeliv (HTTP, behind nginx) and transport (LMTP, Postfix's
     # default_transport, chatmaild.transport) ports.
     "filtermail_http_port_incoming": (parse_port, "10082"),

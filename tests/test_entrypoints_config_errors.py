@@ -14,6 +14,7 @@ ENTRY_POINTS = [
     ("chatmaild.metadata", ["{tmp}/metadata.socket", "{ini}"]),
     ("chatmaild.housekeeping.expire", ["{ini}"]),
     ("chatmaild.housekeeping.fsreport", ["{ini}"]),
+    ("chatmaild.irohrelay", ["{ini}"]),
 ]
 
 BAD_VALUES = [

@@ -109,6 +109,18 @@ def test_dclogin_url_for_self_signed_relays(tmp_path, params, mail_domain, expec
         assert query["v"] == ["1"] and query["ic"] == ["3"] and query["sc"] == ["3"]
     if mail_domain == "192.0.2.7":
         assert doc["email"].endswith("@[192.0.2.7]")
+        # the address's domain names no server: IMAP and SMTP go to the address itself
+        assert query["ih"] == ["192.0.2.7"] and query["sh"] == ["192.0.2.7"]
+    elif expect_url:
+        assert "ih" not in query and "sh" not in query
+
+
+@pytest.mark.parametrize("self_signed", [True, False])
+def test_the_caller_may_say_the_certificate_is_self_signed(tmp_path, self_signed):
+    """The local relay knows what certificate it made (chatmail-web --self-signed)."""
+    ini = write_ini(tmp_path / "chatmail.ini", mail_domain="_chat.example")
+    doc = account_document(read_config(ini), self_signed=self_signed)
+    assert ("dclogin_url" in doc) is self_signed
 
 
 def test_dclogin_url_quotes_everything():

@@ -136,6 +136,14 @@ async def test_200_delivers_once(tmp_path, push_server, caplog):
     assert len(lines) == 1 and "1 delivered" in lines[0], lines
 
 
+async def test_an_empty_notification_url_turns_pushes_off(tmp_path):
+    """The demo relay's ini: nothing is queued, nothing is posted anywhere."""
+    notifier, _ = make_notifier(tmp_path, "")
+    notifier.enqueue(ALICE, "openpgp:tok1")
+    assert notifier.depth == 0 and not queue_files(tmp_path)
+    assert notifier.stats["off"] == 1
+
+
 async def test_410_removes_the_token(tmp_path, push_server):
     push_server.statuses = [410]
     notifier, gone = make_notifier(tmp_path, push_server.url)

@@ -64,10 +64,17 @@ def test_daemon_table_matches_the_relay_wiring(ini_path, tmp_path):
         "filtermail-outgoing",
         "filtermail-incoming",
         "filtermail-transport",
+        "iroh-relay",
         "web",
     ]
+    assert daemons["iroh-relay"].args == (str(config.path),)
+    assert daemons["iroh-relay"].port == 3340
     assert daemons["web"].socket == layout.web.web_socket
-    assert daemons["web"].args == (str(config.path), "--listen", f"unix:{layout.web.web_socket}")
+    web = (str(config.path), "--listen", f"unix:{layout.web.web_socket}")
+    # chatmail-web and nginx agree on the certificate: self-signed, /new adds a dclogin_url
+    assert daemons["web"].args == (*web, "--self-signed")
+    from_ca = {d.name: d for d in relay_daemons(config, local_layout(tmp_path, self_signed=False))}
+    assert from_ca["web"].args == web
     assert daemons["doveauth"].args == (str(layout.doveauth_socket), str(config.path))
     assert daemons["metadata"].socket == layout.metadata_socket
     assert daemons["filtermail-outgoing"].args == (str(config.path), "outgoing")
@@ -76,6 +83,22 @@ def test_daemon_table_matches_the_relay_wiring(ini_path, tmp_path):
     assert (transport.module, transport.args) == ("chatmaild.transport", (str(config.path),))
     assert transport.port == config.filtermail_lmtp_port_transport
     assert transport.env == ()  # system roots; a test network's relays get their CA
+
+
+def test_iroh_relay_follows_iroh_relay_listen(tmp_path):
+    from chatmaild.config import read_config
+
+    layout = local_layout(tmp_path)
+    path = tmp_path / "chatmail.ini"
+    for listen, port, socket in (
+        ("0.0.0.0:3341", 3341, None),
+        ("unix:/run/iroh.sock", None, Path("/run/iroh.sock")),
+    ):
+        path.write_text(f"[params]\nmail_domain = x.org\niroh_relay_listen = {listen}\n")
+        iroh = {d.name: d for d in relay_daemons(read_config(path), layout)}["iroh-relay"]
+        assert (iroh.port, iroh.socket) == (port, socket)
+    path.write_text("[params]\nmail_domain = x.org\niroh_relay_listen =\n")
+    assert "iroh-relay" not in {d.name for d in relay_daemons(read_config(path), layout)}
 
 
 def test_local_relay_runs_logmetrics_following_every_log(tmp_path):
@@ -112,7 +135,29 @@ def test_local_relay_runs_logmetrics_following_every_log(tmp_path):
         "doveauth": "127.0.0.1:9603",
         "metadata": "127.0.0.1:9604",
         "lastlogin": "127.0.0.1:9605",
-        "filtermail-transport": "127.0.0.1:9606",
+        "filtermail-transport": "127.0.0.1:9607",
+        "iroh-relay": "127.0.0.1:9606",
         "web": "",  # chatmail-web has no metrics endpoint (nginx's stub_status is on 8484)
         "opendkim-syslog": "",
     }
+
+
+def test_the_self_signed_certificate_names_the_relay_and_follows_a_new_domain(tmp_path):
+    from chatmaild.relay.instance import certificate_names, make_certificate
+
+    from conftest import require_tool
+
+    require_tool("openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    make_certificate(cert, key, "_chat.example")
+    assert certificate_names(cert) == {
+        "DNS:_chat.example",
+        "DNS:www._chat.example",
+        "DNS:mta-sts._chat.example",
+        "IP:127.0.0.1",
+    }
+    first = cert.read_bytes()
+    make_certificate(cert, key, "_chat.example")
+    assert cert.read_bytes() == first  # kept
+    make_certificate(cert, key, "10.9.8.7")  # a state dir reused for an IP-only relay
+    assert certificate_names(cert) == {"IP:10.9.8.7", "IP:127.0.0.1"}

@@ -100,12 +100,35 @@ def test_iroh_locations_only_for_the_relays_own_iroh_relay(tmp_path):
     assert "3340" not in other
 
 
+@pytest.mark.parametrize(
+    "listen, upstream",
+    [
+        ("127.0.0.1:3341", "http://127.0.0.1:3341"),
+        ("0.0.0.0:3340", "http://127.0.0.1:3340"),
+        ("[::]:3340", "http://[::1]:3340"),
+        ("unix:/run/iroh/relay.sock", "http://unix:/run/iroh/relay.sock:"),
+        ("", "http://127.0.0.1:3340"),
+    ],
+)
+def test_iroh_locations_follow_iroh_relay_listen(tmp_path, listen, upstream):
+    conf = _conf(_config(tmp_path, iroh_relay_listen=listen))
+    assert conf.count(f"proxy_pass {upstream};") == 3
+
+
 @pytest.mark.parametrize("folder", ["www", "/srv/www"])
 def test_www_folder_replaces_the_website_but_not_the_well_known_files(tmp_path, folder):
     conf = _conf(_config(tmp_path, www_folder=folder))
     root = folder if folder.startswith("/") else tmp_path / folder
     assert f"root {root};" in conf
     assert "alias /var/www/html/.well-known/mta-sts.txt;" in conf
+
+
+def test_an_ip_only_site_offers_no_dcaccount_link(tmp_path):
+    """Delta Chat's strict TLS cannot take https://192.0.2.7/new: the site says how to get
+    the dclogin: link that /new answers there."""
+    index = site.render_site(_config(tmp_path, domain="192.0.2.7"))["index.html"]
+    assert "dcaccount:" not in index
+    assert "<code>https://192.0.2.7/new</code>" in index and "dclogin_url" in index
 
 
 def test_site_files(tmp_path):

@@ -172,10 +172,13 @@ def test_default_ini_is_a_valid_config(tmp_path):
     path = tmp_path / "chatmail.ini"
     path.write_text(default_ini_text(tmp_path, notification_url="http://127.0.0.1:1/n"))
     config = read_config(path)
-    assert config.mail_domain == "chat.example"
+    assert config.mail_domain == "_chat.example"
     assert config.mailboxes_dir == tmp_path / "mailboxes"
     assert config.notification_url == "http://127.0.0.1:1/n"
     assert config.max_load_1m >= 100
+    # the demo relay posts no push notification to the public notification server
+    path.write_text(default_ini_text(tmp_path))
+    assert read_config(path).notification_url == ""
 
 
 def _write(files):

@@ -3,12 +3,12 @@
 import json
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
 from chatmaild.config import read_config
 from chatmaild.doveauth.rules import Resources
 from chatmaild.web import account
 from chatmaild.web.app import WebApp
-from chatmaild.web.httpproto import Request
 
 IDLE = Resources(load_1m=0.1, available_memory=10**10, free_disk=10**12)
 
@@ -59,7 +59,7 @@ def test_credentials_doveauth_would_refuse_are_never_handed_out(config):
 
 
 def _request(method, path):
-    return Request(method, path, "HTTP/1.1", {}, b"")
+    return make_mocked_request(method, path)
 
 
 def test_app_routes_and_answers_json(config):

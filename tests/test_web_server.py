@@ -50,7 +50,7 @@ async def test_pipelined_keep_alive_then_close(ini_path, tmp_path):
     server, _ = await serve(app, ListenSpec(path=sock_path))
     try:
         assert stat.S_IMODE(os.stat(sock_path).st_mode) == 0o666
-        last = b"POST /cgi-bin/newemail.py HTTP/1.1\r\nConnection: close\r\n\r\n"
+        last = b"POST /cgi-bin/newemail.py HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n"
         data = await _exchange(sock_path, POST + POST + last)
         answers = _responses(data)
         assert [status for status, _ in answers] == [200, 200, 200]
@@ -77,7 +77,7 @@ def test_daemon_serves_and_stops_on_sigterm(ini_path, tmp_path):
             time.sleep(0.05)
         client = socket.socket(socket.AF_UNIX)
         client.connect(str(sock_path))
-        client.sendall(POST.replace(b"Host: r", b"Connection: close"))
+        client.sendall(POST.replace(b"Host: r", b"Host: r\r\nConnection: close"))
         data = b""
         while chunk := client.recv(4096):
             data += chunk

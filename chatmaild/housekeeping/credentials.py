@@ -28,10 +28,14 @@ def new_credentials(address_domain, username_length, password_min_length):
     return {"email": email, "password": random_password(password_min_length)}
 
 
-def dclogin_url(email, password):
+def dclogin_url(email, password, host=None):
     """dclogin: URL that tells Delta Chat to accept the relay's self-signed certificate
-    for IMAP and SMTP (ic=3, sc=3)."""
-    return f"dclogin:{quote(email, safe='@')}?p={quote(password, safe='')}&v=1&ic=3&sc=3"
+    for IMAP and SMTP (ic=3, sc=3). `host`: the IMAP and SMTP server when the address's
+    domain names none (an IP-only relay's `x@[1.2.3.4]`: ih=, sh= 1.2.3.4)."""
+    url = f"dclogin:{quote(email, safe='@')}?p={quote(password, safe='')}&v=1"
+    if host:
+        url += f"&ih={quote(host, safe='')}&sh={quote(host, safe='')}"
+    return url + "&ic=3&sc=3"
 
 
 def uses_self_signed_cert(config):

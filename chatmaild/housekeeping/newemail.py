@@ -15,12 +15,15 @@ from .credentials import dclogin_url, new_credentials, uses_self_signed_cert
 DEFAULT_INI = "/usr/local/lib/chatmaild/chatmail.ini"
 
 
-def account_document(config):
+def account_document(config, self_signed=None):
+    """{"email", "password"} (+ "dclogin_url" when the relay's certificate is self-signed:
+    `self_signed`, or by default the ini's rule, uses_self_signed_cert)."""
     creds = new_credentials(
         config.address_domain, config.username_max_length, config.password_min_length
     )
-    if uses_self_signed_cert(config):
-        creds["dclogin_url"] = dclogin_url(creds["email"], creds["password"])
+    if uses_self_signed_cert(config) if self_signed is None else self_signed:
+        host = config.mail_domain if config.ipv4_relay else None
+        creds["dclogin_url"] = dclogin_url(creds["email"], creds["password"], host)
     return creds
 
 

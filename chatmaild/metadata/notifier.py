@@ -79,6 +79,9 @@ class Notifier:
         return len(self._heap)
 
     def enqueue(self, addr: str, token: str) -> None:
+        if not self.url:  # notification_url is empty: push notifications are off
+            self.stats["off"] += 1
+            return
         key = item_key(addr, token)
         if key in self._inflight:
             self._again.add(key)

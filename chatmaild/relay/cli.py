@@ -71,6 +71,13 @@ def _raise_stop(signum, frame):
     raise _Stop(signal.Signals(signum).name)
 
 
+def _state_kept(state_dir):
+    return (
+        f"Its state stays in {state_dir} (config, mailboxes, DKIM key, logs): the next `up`"
+        f" with this state dir uses it again; `rm -r {state_dir}` removes it."
+    )
+
+
 def _state_dir(args):
     if args.state_dir:
         return args.state_dir
@@ -117,6 +124,7 @@ def cmd_up(args):
             signal.signal(signum, signal.SIG_IGN)
         relay.down()
         _log("relay stopped")
+        _log(_state_kept(relay.state_dir))
     return 0
 
 
@@ -124,6 +132,7 @@ def cmd_down(args):
     relay = _from_state(args)
     relay.down()
     _log(f"relay in {relay.state_dir} stopped")
+    _log(_state_kept(relay.state_dir))
     return 0
 
 
@@ -166,7 +175,7 @@ def cmd_render(args):
     if dkim is not None and not args.dkim_key:
         # keys are made on the server, never written into a rendering
         _log(f"no DKIM key rendered; on the server: {genkey_command(config.mail_domain, dkim)}")
-        show = f"python -m chatmaild.relay dkim-record --config {args.config}"
+        show = f"{sys.executable} -m chatmaild.relay dkim-record --config {args.config}"
         _log(f"then print its DNS record: {show}")
     elif dkim is not None:
         print(files[dkim.record_file], end="")

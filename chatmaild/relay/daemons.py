@@ -4,6 +4,7 @@ import dataclasses
 import importlib.util
 from pathlib import Path
 
+from chatmaild.metrics.exporter import parse_listen_spec
 from chatmaild.relay.opendkim import signing_layout
 
 # chatmail-logmetrics' own default (mtail's address), when the ini sets no metrics_logmetrics
@@ -35,6 +36,18 @@ def transport_env(layout):
     if layout.smtp_tls_ca_file is None:
         return ()
     return (("SSL_CERT_FILE", str(layout.smtp_tls_ca_file)),)
+
+
+def _iroh_relay(config, ini):
+    """chatmail-iroh-relay at iroh_relay_listen (nginx proxies /relay, /ping and
+    /generate_204 to it); none when that key is empty."""
+    listen = parse_listen_spec(config.iroh_relay_listen)
+    if listen is None:
+        return None
+    ready = {"socket": listen.path} if listen.path is not None else {"port": listen.port}
+    return Daemon(
+        "iroh-relay", "chatmaild.irohrelay", (ini,), metrics=config.metrics_irohrelay, **ready
+    )
 
 
 def relay_daemons(config, layout, log_dir=None):
@@ -89,13 +102,22 @@ def relay_daemons(config, layout, log_dir=None):
             env=transport_env(layout),
         ),
     ]
+    iroh = _iroh_relay(config, ini)
+    if iroh is not None:
+        daemons.append(iroh)
     if layout.web is not None:
         # /new behind nginx (chatmaild.web)
         daemons.append(
             Daemon(
                 "web",
                 "chatmaild.web",
-                (ini, "--listen", f"unix:{layout.web.web_socket}"),
+                (
+                    ini,
+                    "--listen",
+                    f"unix:{layout.web.web_socket}",
+                    # as nginx treats the certificate (weblayout.py)
+                    *(["--self-signed"] if layout.web.self_signed else []),
+                ),
                 socket=layout.web.web_socket,
             )
         )

@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 from chatmaild.relay import netns as netns_mod
@@ -41,8 +42,10 @@ def is_pair_dir(state_dir):
 class RelayPair:
     """Relays A and B under `state_dir/a` and `state_dir/b`, the test CA in `state_dir/ca`.
 
-    `ini_extra` is appended to both relays' chatmail.ini; `extra_zones` (chatmaild.relay.zone
-    Zones) are served by both resolvers besides the relays' own, e.g. a test sender domain.
+    `ini_extra` is appended to both relays' chatmail.ini; `per_relay_ini(domain, address)`,
+    when given, returns keys for one relay only (e.g. its own `iroh_relay` URL on the link);
+    `extra_zones` (chatmaild.relay.zone Zones) are served by both resolvers besides the
+    relays' own, e.g. a test sender domain.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class RelayPair:
         ini_extra=None,
         extra_zones=(),
         log=print,
+        per_relay_ini=None,
     ):
         self.state_dir = Path(state_dir).resolve()
         self.netns_prefix = netns_prefix
@@ -70,7 +74,10 @@ class RelayPair:
                 netns=ns,
                 mail_domain=domain,
                 log=log,
-                ini_extra=ini_extra,
+                ini_extra={
+                    **(ini_extra or {}),
+                    **(per_relay_ini(domain, address) if per_relay_ini else {}),
+                },
                 peering=Peering(address, ca_dir),
             )
             for side, ns, domain, address in zip(
@@ -214,6 +221,7 @@ class RelayPair:
             "Run a Delta Chat client per relay inside its namespace, e.g.",
             f"  ip netns exec {self.a.netns} deltachat-rpc-server",
             "with the servers of that relay (IMAP 993, SMTP 465, accept invalid certificates).",
-            f"Stop both with: python -m chatmaild.relay down --state-dir {self.state_dir}",
+            f"Stop both with: {sys.executable} -m chatmaild.relay down"
+            f" --state-dir {self.state_dir}",
         ]
         return "\n".join(lines)

@@ -9,6 +9,7 @@ certificate) and optionally inside a private network namespace. `Relay` is used 
 import contextlib
 import dataclasses
 import grp
+import ipaddress
 import json
 import os
 import pwd
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 from chatmaild.metrics.exporter import parse_listen_spec
-from chatmaild.relay import dkimrun, processes, webcert
+from chatmaild.relay import dkimrun, listening, processes, webcert
 from chatmaild.relay import netns as netns_mod
 from chatmaild.relay.daemons import OPENDKIM_LOG, relay_daemons
 from chatmaild.relay.nginx import STREAM_MODULE
@@ -43,7 +44,9 @@ REQUIRED_FILES = [
     STREAM_MODULE,
 ]
 VMAIL = "vmail"
-DEFAULT_DOMAIN = "chat.example"
+# `_`: Delta Chat skips the certificate chain check (not the name check) for host names
+# starting with `_`, so the self-signed local relay works with a one-tap `dcaccount:` URL.
+DEFAULT_DOMAIN = "_chat.example"
 DEFAULT_STATE_DIR = Path("/tmp/chatmaild-relay")
 STATE_FILE = "relay.json"
 POSTFIX_PORTS = (25, 465, 587)
@@ -74,7 +77,8 @@ def default_ini_text(state_dir, mail_domain=DEFAULT_DOMAIN, notification_url=Non
         {
             "state_dir": state_dir,
             "mail_domain": mail_domain,
-            "notification_url": notification_url or "https://notifications.delta.chat/notify",
+            # empty: no push notifications (a demo relay posts nothing to the public server)
+            "notification_url": notification_url or "",
         },
     )
     for key, value in (extra or {}).items():
@@ -117,13 +121,38 @@ def ensure_vmail(log):
     return pwd.getpwnam(VMAIL)
 
 
+def _san(name):
+    try:
+        ipaddress.ip_address(name)
+        return f"IP:{name}"
+    except ValueError:
+        return f"DNS:{name}"
+
+
+def certificate_names(cert):
+    """The subjectAltName entries of a PEM certificate file, as `DNS:x`/`IP:x`; empty when
+    it cannot be read."""
+    from cryptography import x509
+
+    try:
+        loaded = x509.load_pem_x509_certificate(Path(cert).read_bytes())
+        san = loaded.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return set()
+    return {f"DNS:{n}" for n in san.get_values_for_type(x509.DNSName)} | {
+        f"IP:{n}" for n in san.get_values_for_type(x509.IPAddress)
+    }
+
+
 def make_certificate(cert, key, domain):
-    """A self-signed certificate for `domain`, www. and mta-sts. of it, and 127.0.0.1
-    (kept if already there)."""
-    if cert.exists() and key.exists():
+    """A self-signed certificate for the relay's names (`domain`, www. and mta-sts. of a
+    domain name) and 127.0.0.1; one already there is kept when it names exactly these
+    (a state dir of an earlier domain gets a new one)."""
+    wanted = [_san(name) for name in dict.fromkeys(relay_names(domain))]
+    if key.exists() and certificate_names(cert) == set(wanted):
         return
     cert.parent.mkdir(parents=True, exist_ok=True)
-    names = f"DNS:{domain},DNS:www.{domain},DNS:mta-sts.{domain},IP:127.0.0.1"
+    names = ",".join(wanted)
     subprocess.run(
         [
             "openssl",
@@ -164,18 +193,6 @@ def unreachable_parent(path, uid):
         if not can:
             return parent
     return None
-
-
-def _unix_socket_ready(path):
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(0.5)
-    try:
-        sock.connect(str(path))
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.close()
 
 
 def _tail(path, lines=15):
@@ -273,6 +290,7 @@ class Relay:
             push=push,
             first_valid_uid=min(uid, 500),
             self_signed=self.ca_dir is None,
+            address=self.config.mail_domain if self.config.ipv4_relay else None,
         )
         if self.peering is not None:
             changes = self.peering.layout_changes(self.layout)
@@ -350,6 +368,12 @@ class Relay:
             )
         self._load_config()
         layout, config = self.layout, self.config
+        if config.ipv4_relay and not self.netns and not _local_address(config.mail_domain):
+            raise RelayError(
+                f"{config.mail_domain} (mail_domain) is no address of this machine: an IP-only"
+                " relay listens on its address; run it in a namespace (--netns NAME), which"
+                " gets the address"
+            )
 
         postfix_uid = pwd.getpwnam("postfix").pw_uid
         postfix_gid = grp.getgrnam("postfix").gr_gid
@@ -391,15 +415,21 @@ class Relay:
             webcert.issue(self.ca_dir, names, layout.tls_cert, layout.tls_key)
         else:
             make_certificate(layout.tls_cert, layout.tls_key, config.mail_domain)
-        # inside the namespace once it exists: a peered relay's nginx binds its link address
-        nginx_test = ["nginx", "-t", "-c", str(layout.web.nginx_conf)]
-        if self.netns and netns_mod.exists(self.netns):
-            nginx_test = self.in_netns(nginx_test)
-        self._run(nginx_test, "nginx -t")
+        if self.netns:
+            # nginx -t binds the listen addresses: an IP-only relay's is the namespace's
+            self._make_netns()
+        self._run(self.in_netns(["nginx", "-t", "-c", str(layout.web.nginx_conf)]), "nginx -t")
         # Creates the queue subdirectories and checks ownership.
         self._run(self.postfix_argv("check"), "postfix check")
         if dkim is not None:
             self._run(dkimrun.check_argv(dkim), "opendkim -n (configuration check)")
+
+    def _make_netns(self):
+        """The namespace, its hosts file and, for an IP-only relay, its address on lo."""
+        names = [*host_names(self.config.mail_domain), socket.gethostname()]
+        netns_mod.create(self.netns, names)
+        if self.config.ipv4_relay:
+            netns_mod.add_address(self.netns, self.config.mail_domain)
 
     @property
     def dkim(self):
@@ -472,10 +502,12 @@ class Relay:
                 raise RelayError(
                     f"a relay is already running from {self.state_dir}: run `down` first"
                 )
-        self.prepare()
-        if self.netns:
-            names = [*host_names(self.config.mail_domain), socket.gethostname()]
-            netns_mod.create(self.netns, names)
+        try:
+            self.prepare()
+        except BaseException:
+            if self.netns:
+                netns_mod.delete(self.netns)
+            raise
         self.pids = {}
         self.skipped = []
         self._save_state()
@@ -500,28 +532,27 @@ class Relay:
             raise
 
     def _checks(self):
-        """(what, ready?) callables for every listener of the relay."""
+        """(what, ready?(listening.Listening)) for every listener of the relay: decided from
+        the kernel's socket tables, never by connecting (see listening.py)."""
         checks = []
         for daemon in self.daemons():
             if daemon.name in self.skipped:
                 continue
             if daemon.socket is not None:
-                checks.append((daemon.name, lambda p=daemon.socket: _unix_socket_ready(p)))
+                checks.append((daemon.name, lambda ls, p=daemon.socket: ls.unix_path(p)))
             elif daemon.port is not None:
-                checks.append(
-                    (daemon.name, lambda p=daemon.port: netns_mod.tcp_port_open(self.netns, p))
-                )
+                checks.append((daemon.name, lambda ls, p=daemon.port: ls.tcp_port(p)))
             if daemon.metrics:
                 checks.append((daemon.name, self._endpoint_check(daemon.metrics)))
 
         def port_open(port):
-            return lambda: netns_mod.tcp_port_open(self.netns, port)
+            return lambda ls: ls.tcp_port(port)
 
         checks.append((f"dovecot:{IMAP_PORT}", port_open(IMAP_PORT)))
         lmtp = self.layout.postfix_queue_dir / "private" / "dovecot-lmtp"
-        checks.append(("dovecot:lmtp", lambda: _unix_socket_ready(lmtp)))
+        checks.append(("dovecot:lmtp", lambda ls: ls.unix_path(lmtp)))
         if self.dkim is not None:
-            checks.append(("opendkim", lambda: _unix_socket_ready(self.dkim.socket)))
+            checks.append(("opendkim", lambda ls: ls.unix_path(self.dkim.socket)))
         ports = (
             *POSTFIX_PORTS,
             self.config.postfix_reinject_port,
@@ -536,8 +567,8 @@ class Relay:
     def _endpoint_check(self, spec):
         listen = parse_listen_spec(spec)
         if listen.path is not None:
-            return lambda: _unix_socket_ready(listen.path)
-        return lambda: netns_mod.tcp_port_open(self.netns, listen.port, host=listen.host)
+            return lambda ls: ls.unix_path(listen.path)
+        return lambda ls: ls.tcp_port(listen.port, host=listen.host)
 
     def metrics_urls(self):
         """{daemon name: URL of its Prometheus endpoint} for the daemons that run."""
@@ -560,7 +591,8 @@ class Relay:
                     raise RelayError(
                         f"{name} exited at start:\n{_tail(self.log_dir / f'{name}.log')}"
                     )
-            pending = [(what, ok) for what, ok in pending if not ok()]
+            now = listening.snapshot(self.netns)
+            pending = [(what, ok) for what, ok in pending if not ok(now)]
             if not pending:
                 break
             if time.monotonic() > deadline:
@@ -653,16 +685,59 @@ class Relay:
 
     # -- what to tell the user ----------------------------------------------------------
 
+    def one_tap_url(self):
+        """The `dcaccount:` URL that sets Delta Chat up in one tap, or None where the core
+        cannot take it: its strict TLS trusts only public CAs, except for host names
+        starting with `_`, whose chain it does not check (the name it still checks)."""
+        domain = self.config.mail_domain
+        return f"dcaccount:https://{domain}/new" if domain.startswith("_") else None
+
+    def stop_command(self):
+        """The `down` command line, with the interpreter that runs this one."""
+        return f"{sys.executable} -m chatmaild.relay down --state-dir {self.state_dir}"
+
+    def _onboarding_text(self, curl):
+        c = self.config
+        url = self.one_tap_url()
+        if url is None:
+            why = "an IP address" if c.ipv4_relay else f"{c.mail_domain} has no `_` in front"
+            return (
+                f"One tap: Delta Chat takes no dcaccount: URL here ({why}, and the certificate\n"
+                "  is not from a public CA). A new account as a dclogin: URL instead (open it in\n"
+                f"  Delta Chat): {curl} -X POST https://{c.mail_domain}/new  (its dclogin_url)"
+            )
+        if self.netns:
+            where = (
+                f"  Delta Chat must run in the namespace, where {c.mail_domain} is 127.0.0.1:\n"
+                f"  `ip netns exec {self.netns} deltachat-desktop` (or deltachat-rpc-server)."
+            )
+        else:
+            where = (
+                f"  Delta Chat must resolve {c.mail_domain} to 127.0.0.1: add\n"
+                f"  `127.0.0.1 {c.mail_domain}` to its /etc/hosts (nothing here edits it),"
+                " or run\n  the relay in a namespace (--netns NAME)."
+            )
+        return (
+            "One tap in Delta Chat (2.65 tested): open or scan\n"
+            f"  {url}\n"
+            f"{where}\n"
+            "  It POSTs to /new and logs in with the address it gets. The `_` makes Delta Chat\n"
+            "  accept the self-signed certificate (the name on it is still checked)."
+        )
+
     def client_info(self):
         c = self.config
         local = ("relaytest" * 4)[: c.username_max_length]
-        example = f"{local}@{c.mail_domain}"
+        example = f"{local}@{c.address_domain}"
         lengths = (
             str(c.username_min_length)
             if c.username_min_length == c.username_max_length
             else f"{c.username_min_length}-{c.username_max_length}"
         )
-        host = f"{c.mail_domain} (mapped to 127.0.0.1 there)" if self.netns else "127.0.0.1"
+        if c.ipv4_relay:
+            host = c.mail_domain
+        else:
+            host = f"{c.mail_domain} (mapped to 127.0.0.1 there)" if self.netns else "127.0.0.1"
         where = (
             f"inside network namespace {self.netns}"
             f" (run clients with `ip netns exec {self.netns} ...`)"
@@ -693,6 +768,20 @@ class Relay:
                 f"\n\nDKIM: OpenDKIM signs outgoing mail and bounces with {self.dkim.key_file};"
                 f"\nthe DNS record to publish:\n  {zone_line(c.mail_domain, self.dkim_record)}"
             )
+        elif c.ipv4_relay:
+            dkim = "\n\nDKIM: an IP-only relay signs nothing (no OpenDKIM)."
+        iroh = ""
+        if c.iroh_relay_listen and "iroh-relay" not in self.skipped:
+            advertised = c.iroh_relay or "(nothing: iroh_relay is empty)"
+            iroh = (
+                f"\n\niroh relay (webxdc realtime): chatmail-iroh-relay on {c.iroh_relay_listen},"
+                f"\n  advertised to Delta Chat as {advertised}"
+            )
+            if c.iroh_relay.startswith("https://"):
+                iroh += (
+                    "\n  (Delta Chat accepts only publicly trusted certificates there; for a"
+                    "\n  local test set iroh_relay = http://127.0.0.1:3340 in the ini)"
+                )
         skipped = (
             f"\nNot running (not in this checkout yet): {', '.join(self.skipped)}"
             if self.skipped
@@ -702,7 +791,9 @@ class Relay:
 Chatmail relay for {c.mail_domain} is up {where}.
 State, logs and mailboxes: {self.state_dir} (config {self.config_path})
 
-Point a Delta Chat client at it (advanced login settings):
+{self._onboarding_text(curl)}
+
+Or by hand (advanced login settings):
   address    e.g. {example}
              (any new address, local part of {lengths} characters [a-z0-9];
              the account is created at the first login)
@@ -714,9 +805,22 @@ Point a Delta Chat client at it (advanced login settings):
 
 Web front (nginx): https://{c.mail_domain}/ (website, autoconfig, MTA-STS);
   a new account: {curl} -X POST https://{c.mail_domain}/new
-  port 443 also carries IMAP and SMTP for clients that offer ALPN imap/smtp{metrics}{dkim}{skipped}
+  port 443 also carries IMAP and SMTP for clients that offer ALPN imap/smtp\
+{iroh}{metrics}{dkim}{skipped}
 
-Stop it with: python -m chatmaild.relay down --state-dir {self.state_dir}"""
+Stop it with: {self.stop_command()}"""
+
+
+def _local_address(address):
+    """Whether this machine has `address` (a socket can be bound to it)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((address, 0))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
 
 
 def _has_user(name):

@@ -42,6 +42,14 @@ def create(name, hostnames):
     (etc / "hosts").write_text(hosts_text(hostnames))
 
 
+def add_address(name, address):
+    """Give the namespace's loopback `address` too (an IP-only relay's own address)."""
+    argv = ["ip", "-n", name, "addr", "add", f"{address}/32", "dev", "lo"]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0 and "File exists" not in proc.stderr:
+        raise subprocess.CalledProcessError(proc.returncode, argv, proc.stdout, proc.stderr)
+
+
 def link(name_a, name_b, addr_a, addr_b, prefix_len=24, ifname="peer0"):
     """Join two namespaces by a veth pair: `ifname` with addr_a in one, addr_b in the other.
 

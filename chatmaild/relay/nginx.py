@@ -7,6 +7,7 @@ generated web root (chatmaild.web.site), placed as `layout.web` (weblayout.py) s
 
 from pathlib import Path
 
+from ..metrics.exporter import parse_listen_spec
 from ..web.site import render_site
 from .render import _template, substitute
 
@@ -49,15 +50,29 @@ def _new_account_location(config, web):
     return _indent(lines, 12)
 
 
+def _iroh_upstream(config):
+    """Where chatmail-iroh-relay listens (iroh_relay_listen; an address of any interface is
+    reached on loopback); empty: 127.0.0.1:3340, where an iroh-relay of its own would be."""
+    listen = parse_listen_spec(config.iroh_relay_listen)
+    if listen is None:
+        return f"http://127.0.0.1:{IROH_RELAY_PORT}"
+    if listen.path is not None:
+        return f"http://unix:{listen.path}:"
+    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(listen.host, listen.host)
+    host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"http://{host}:{listen.port}"
+
+
 def _iroh_locations(config):
     """Only a relay using its own iroh-relay (the default iroh_relay) proxies to it."""
     if config.iroh_relay.rstrip("/") != f"https://{config.mail_domain}":
         return "        # iroh_relay points elsewhere: no local iroh-relay to proxy to"
+    upstream = _iroh_upstream(config)
     blocks = []
     for path in IROH_PATHS:
         lines = [
             f"location {path} {{",
-            f"    proxy_pass http://127.0.0.1:{IROH_RELAY_PORT};",
+            f"    proxy_pass {upstream};",
             "    proxy_http_version 1.1;",
         ]
         if path == "/relay":

@@ -2,6 +2,8 @@
 configuration. Pure: each function returns template text; render.py places it.
 """
 
+import ipaddress
+
 from chatmaild.relay.opendkim import ORIGINATING, postfix_milter, signing_layout
 
 # Share of max_smtp_connections one client address may hold (upstream: a fifth).
@@ -13,6 +15,39 @@ def smtp_limits(config):
     total = config.max_smtp_connections
     per_client = max(1, total // SMTP_CLIENT_SHARE) if total else 0
     return total, per_client
+
+
+def postfix_myhostname(config):
+    """Postfix refuses an IP address as myhostname: an IP-only relay takes its reverse
+    name (7.8.9.10.in-addr.arpa), as upstream does; the address literal stays the mail
+    domain."""
+    if config.ipv4_relay:
+        return ipaddress.IPv4Address(config.mail_domain).reverse_pointer
+    return config.mail_domain
+
+
+def postfix_delivery(config):
+    """main.cf: which domain Postfix hands to Dovecot over LMTP, and how."""
+    if config.ipv4_relay:
+        return "\n".join(
+            [
+                "# IP-only relay: an address literal cannot be a virtual mailbox domain, so",
+                "# [address] is a local destination whose mail goes to Dovecot over LMTP;",
+                "# local parts are not checked here (doveauth decides at the first login).",
+                f"mydestination = {config.address_domain}",
+                "local_transport = lmtp:unix:private/dovecot-lmtp",
+                "local_recipient_maps =",
+            ]
+        )
+    return "\n".join(
+        [
+            "# Postfix delivers nothing itself: the mail domain is a virtual mailbox domain",
+            "# handed to Dovecot over LMTP.",
+            "mydestination =",
+            f"virtual_mailbox_domains = {config.mail_domain}",
+            "virtual_transport = lmtp:unix:private/dovecot-lmtp",
+        ]
+    )
 
 
 def dkim_milter(config, layout):

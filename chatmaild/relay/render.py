@@ -108,15 +108,17 @@ def production_layout(config, push=True):
     )
 
 
-def local_layout(state_dir, push=True, first_valid_uid=500, self_signed=True):
+def local_layout(state_dir, push=True, first_valid_uid=500, self_signed=True, address=None):
     """A private relay instance with every file, socket and log under `state_dir`.
 
     Loopback only, no chroot, no syslog, no aliases, small Dovecot process pools; its own
     OpenDKIM (configuration and key under `state_dir`, socket in the private queue).
     `self_signed`: the certificate is not from a CA (the web front then answers GET /new
-    instead of redirecting to dcaccount:).
+    instead of redirecting to dcaccount:). `address`: an IP-only relay's own address, listened
+    on besides 127.0.0.1 (its clients connect to it).
     """
     s = Path(state_dir)
+    listen = "127.0.0.1" if address is None else f"127.0.0.1, {address}"
     return Layout(
         postfix_config_dir=s / "postfix",
         postfix_queue_dir=s / "spool",
@@ -134,17 +136,17 @@ def local_layout(state_dir, push=True, first_valid_uid=500, self_signed=True):
         dovecot_log=s / "log" / "dovecot.log",
         dovecot_instance_name="chatmaild-" + s.name,
         chroot=False,
-        inet_interfaces="127.0.0.1",
+        inet_interfaces=listen,
         inet_protocols="ipv4",
         mynetworks="127.0.0.0/8",
-        dovecot_listen="127.0.0.1",
+        dovecot_listen=listen,
         alias_maps="",
         dkim=local_dkim_layout(s, s / "spool"),
         first_valid_uid=first_valid_uid,
         default_client_limit=1000,
         imap_login_min_avail=1,
         quota_expire_command=Path(sys.executable).parent / "chatmail-quota-expire",
-        web=local_web_layout(s, self_signed=self_signed),
+        web=local_web_layout(s, self_signed=self_signed, address=address),
     )
 
 
@@ -194,6 +196,9 @@ def template_values(config, layout):
     smtp_maxproc, smtp_client_limit = options.smtp_limits(config)
     return {
         "mail_domain": config.mail_domain,
+        "address_domain": config.address_domain,
+        "myhostname": options.postfix_myhostname(config),
+        "delivery": options.postfix_delivery(config),
         "max_message_size": config.max_message_size,
         "max_mailbox_size_mb": config.max_mailbox_size_mb,
         "quota_target_mb": int(config.max_mailbox_size_mb * QUOTA_TRIM_RATIO),

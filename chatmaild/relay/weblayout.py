@@ -39,14 +39,15 @@ def production_web_layout(config, self_signed):
     )
 
 
-def local_web_layout(state_dir, self_signed=True):
+def local_web_layout(state_dir, self_signed=True, address=None):
     s = Path(state_dir)
+    extra = () if address is None else (f"{address}:443",)
     return WebLayout(
         nginx_conf=s / "nginx" / "nginx.conf",
         web_root=s / "www",
         web_socket=s / "run" / "chatmail-web" / "web.socket",
         self_signed=self_signed,
-        stream_listen=("127.0.0.1:443",),
+        stream_listen=("127.0.0.1:443", *extra),
         http_listen=(),  # no port 80: no ACME here, and a system nginx may hold it
         pid=s / "nginx" / "nginx.pid",
         error_log=f"{s / 'log' / 'nginx-error.log'} info",

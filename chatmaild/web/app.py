@@ -10,6 +10,7 @@ import logging
 import os
 
 from ..doveauth import sysres
+from ..housekeeping.newemail import account_document
 from . import account
 
 log = logging.getLogger("chatmaild.web")
@@ -23,8 +24,11 @@ def _json(obj):
 
 
 class WebApp:
-    def __init__(self, config, read_resources=None, exists=os.path.exists):
+    def __init__(self, config, read_resources=None, exists=os.path.exists, self_signed=None):
+        """`self_signed`: the relay's certificate is not from a public CA, answers carry a
+        `dclogin_url` (None: the ini's rule, housekeeping.credentials.uses_self_signed_cert)."""
         self.config = config
+        self._self_signed = self_signed
         self._read_resources = read_resources or sysres.read_resources
         self._exists = exists
         self._home = str(config.mailboxes_dir) + "/"
@@ -48,7 +52,11 @@ class WebApp:
         )
         doc = None
         if refusal is None:
-            doc, refusal = account.new_account(config, lambda a: self._exists(self._home + a))
+            doc, refusal = account.new_account(
+                config,
+                lambda a: self._exists(self._home + a),
+                lambda c: account_document(c, self._self_signed),
+            )
         if refusal is not None:
             self.refused += 1
             log.info("/new refused (%d): %s", refusal.status, refusal.reason)

@@ -21,6 +21,13 @@ def main(argv=None):
         default=DEFAULT_LISTEN,
         help=f"unix:/path or HOST:PORT (default {DEFAULT_LISTEN})",
     )
+    parser.add_argument(
+        "--self-signed",
+        action="store_true",
+        default=None,
+        help="the relay's certificate is not from a public CA: answers carry a dclogin_url "
+        "(default: as chatmail.ini says, an IP-only relay or tls_cert = self)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
@@ -32,7 +39,7 @@ def main(argv=None):
     if listen is None:
         parser.error("--listen must not be empty")
     config = load_config_or_exit(args.config)
-    run(serve_until_signalled(WebApp(config), listen))
+    run(serve_until_signalled(WebApp(config, self_signed=args.self_signed), listen))
 
 
 if __name__ == "__main__":

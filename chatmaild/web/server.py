@@ -1,9 +1,10 @@
-"""chatmail-web's HTTP server: an asyncio Protocol around httpproto and WebApp.
+"""chatmail-web's HTTP server: aiohttp.web around WebApp.
 
-Keep-alive connections from nginx (an upstream `keepalive` pool), an idle timeout by
-`call_later` handle (no task per connection), every complete request of a chunk answered in
-one write. A unix socket is made world-connectable (0666): nginx's workers run as another
-user, and the socket only offers what port 443 offers anyway.
+aiohttp does the HTTP/1.1 wire work (parsing, keep-alive with nginx's upstream pool,
+pipelining, errors); every request goes to one catch-all handler that asks WebApp what to
+answer. No access log (no client addresses kept); a malformed request is one log line and a
+400, never a traceback. A unix socket is made world-connectable (0666): nginx's workers run
+as another user, and the socket only offers what port 443 offers anyway.
 """
 
 import asyncio
@@ -11,86 +12,103 @@ import logging
 import os
 import signal
 
+from aiohttp import HttpVersion11, web, web_protocol
+from aiohttp.http_exceptions import HttpProcessingError
+
 from ..daemon import listen_error, remove_stale_socket
-from .httpproto import HttpError, RequestParser, response
 
 log = logging.getLogger("chatmaild.web")
 
 IDLE_TIMEOUT = 75.0  # above nginx's upstream keepalive_timeout (60 s)
+MAX_BODY = 64 * 1024  # /new takes no body; nginx buffers what a client sends
+SHUTDOWN_TIMEOUT = 5.0
+LINGER = 2.0  # after refusing a body: how long unread body bytes are drained before closing
 
 
-class HttpConnection(asyncio.Protocol):
-    def __init__(self, app, connections, idle_timeout=IDLE_TIMEOUT):
-        self.app = app
-        self.connections = connections
-        self.idle_timeout = idle_timeout
-        self.parser = RequestParser()
-        self.transport = None
-        self._timer = None
+class _OneLineErrors:
+    """aiohttp's per-connection logger: a client's malformed request is one line without a
+    traceback; anything else (a bug in a handler) keeps its traceback."""
 
-    def connection_made(self, transport):
-        self.transport = transport
-        self.connections.add(self)
-        self._arm()
+    def __init__(self, logger):
+        self._log = logger
 
-    def _arm(self):
-        if self._timer is not None:
-            self._timer.cancel()
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self.idle_timeout, self.transport.close)
+    def exception(self, msg, *args, exc_info=None, **kwargs):
+        if isinstance(exc_info, HttpProcessingError):
+            self._log.info("bad request (%d): %s", exc_info.code, _first_line(exc_info.message))
+        else:
+            self._log.error(msg, *args, exc_info=exc_info or True, **kwargs)
 
-    def data_received(self, data):
-        self._arm()
-        try:
-            requests = self.parser.feed(data)
-        except HttpError as e:
-            body = f"{e}\n".encode()
-            self.transport.write(response(e.status, body, keep_alive=False))
-            self.transport.close()
-            return
-        out = []
-        close = False
-        for request in requests:
-            status, body, ctype, headers = self.app.handle(request)
-            close = not request.keep_alive
-            out.append(response(status, body, ctype, keep_alive=not close, headers=headers))
-            if close:
-                break
-        if out:
-            self.transport.write(b"".join(out))
-        if close:
-            self.transport.close()
+    def debug(self, msg, *args, exc_info=None, **kwargs):
+        # aiohttp logs a first request with a bad method (non-HTTP traffic) at debug level
+        if isinstance(exc_info, HttpProcessingError):
+            self.exception(msg, *args, exc_info=exc_info)
+        elif self._log.isEnabledFor(logging.DEBUG):
+            self._log.debug(msg, *args, **kwargs)
 
-    def connection_lost(self, exc):
-        if self._timer is not None:
-            self._timer.cancel()
-        self.connections.discard(self)
+    def __getattr__(self, name):
+        return getattr(self._log, name)
+
+
+def _first_line(text, limit=200):
+    return (str(text).strip().splitlines() or [""])[0][:limit]
+
+
+def _handler(app):
+    async def handle(request):
+        if (request.content_length or 0) > MAX_BODY:
+            response = web.Response(status=413, text="body too large\n")
+            response.force_close()
+            return response
+        status, body, ctype, headers = app.handle(request)
+        return web.Response(
+            status=status,
+            body=body,
+            headers={"Content-Type": ctype, "Cache-Control": "no-store", **dict(headers)},
+        )
+
+    return handle
+
+
+def _request_factory(loop):
+    """aiohttp stands an unparsable request in with an HTTP/1.0 placeholder; answer it in
+    HTTP/1.1, which then says `Connection: close` explicitly."""
+
+    def make(message, payload, protocol, writer, task):
+        if message is web_protocol.ERROR:
+            message = message._replace(version=HttpVersion11)
+        return web.BaseRequest(message, payload, protocol, writer, task, loop)
+
+    return make
 
 
 async def serve(app, listen):
-    """Listen on `listen` (a metrics.exporter.ListenSpec); returns (server, connections)."""
+    """Listen on `listen` (a metrics.exporter.ListenSpec); returns (server, http): the
+    listening asyncio server and the aiohttp server that owns the connections."""
     loop = asyncio.get_running_loop()
-    connections = set()
-
-    def factory():
-        return HttpConnection(app, connections)
-
+    http = web.Server(
+        _handler(app),
+        request_factory=_request_factory(loop),
+        access_log=None,
+        keepalive_timeout=IDLE_TIMEOUT,
+        lingering_time=LINGER,
+        logger=_OneLineErrors(log),
+    )
     where = listen.describe()
     try:
         if listen.path is not None:
             path = os.fspath(listen.path)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             remove_stale_socket(path)
-            server = await loop.create_unix_server(factory, path=path, backlog=1024)
+            server = await loop.create_unix_server(http, path=path, backlog=1024)
             os.chmod(path, 0o666)
         else:
             server = await loop.create_server(
-                factory, listen.host, listen.port, backlog=1024, reuse_address=True
+                http, listen.host, listen.port, backlog=1024, reuse_address=True
             )
     except OSError as e:
         raise listen_error(where, e) from None
     log.info("listening on %s", where)
-    return server, connections
+    return server, http
 
 
 async def serve_until_signalled(app, listen):
@@ -98,14 +116,14 @@ async def serve_until_signalled(app, listen):
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server, connections = await serve(app, listen)
+    server, http = await serve(app, listen)
     try:
         await stop.wait()
         log.info("shutting down (%d accounts handed out)", app.handed_out)
     finally:
         server.close()
-        for conn in list(connections):
-            conn.transport.close()
+        http.pre_shutdown()  # idle keep-alive connections close now
+        await http.shutdown(SHUTDOWN_TIMEOUT)  # requests in progress finish
         if listen.path is not None:
             try:
                 os.unlink(listen.path)

@@ -99,12 +99,36 @@ def privacy_html(config):
     return f"<dl>\n{items}\n</dl>"
 
 
+JOIN = """\
+<p>Install Delta Chat, then scan this code with it
+(or open the link on the device where Delta Chat is installed).
+A new address on {domain} is created for you.</p>
+<p class="qr"><a href="{url}"><img src="qr-new.svg" alt="QR code of {url}"></a></p>
+<p><a class="join" href="{url}">Get a {domain} profile</a></p>
+<p><code>{url}</code></p>"""
+
+JOIN_IP_ONLY = """\
+<p>This relay has no domain name, only the address {domain}, and a self-signed certificate:
+Delta Chat takes no one-tap link for it. A POST to <code>https://{domain}/new</code> answers a new
+address with a <code>dclogin:</code> link (<code>dclogin_url</code>); open or scan that link with
+Delta Chat.</p>"""
+
+
+def join_html(config):
+    """The Join section: the dcaccount: link and its QR code, or, on an IP-only relay (which
+    Delta Chat's strict TLS cannot take from a dcaccount: link), how to get a dclogin: link."""
+    domain = html.escape(config.mail_domain)
+    if config.ipv4_relay:
+        return JOIN_IP_ONLY.format(domain=domain)
+    return JOIN.format(domain=domain, url=html.escape(account_url(config)))
+
+
 def index_html(config):
     return substitute(
         _template("index.html"),
         {
             "domain": html.escape(config.mail_domain),
-            "account_url": html.escape(account_url(config)),
+            "join": join_html(config),
             "delete_mails_after": config.delete_mails_after,
             "delete_large_after": config.delete_large_after,
             "delete_inactive_users_after": config.delete_inactive_users_after,

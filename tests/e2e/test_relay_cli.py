@@ -66,13 +66,16 @@ def test_up_status_down(cli_state):
     assert up.returncode == 0, up.stderr
     assert "accept invalid certificates" in up.stdout
     assert "port 993" in up.stdout and "port 465" in up.stdout
+    assert "chatmail-iroh-relay on 127.0.0.1:3340" in up.stdout
     assert (NETNS_ETC_DIR / netns / "hosts").read_text().split()[:2] == ["127.0.0.1", "localhost"]
 
     status = _status(state)
     assert status.returncode == 0, status.stdout
     assert "postfix" in status.stdout and "dovecot" in status.stdout
     assert "nginx" in status.stdout and "web" in status.stdout
+    assert "iroh-relay" in status.stdout
     assert tcp_port_open(netns, 465) and tcp_port_open(netns, 993)
+    assert tcp_port_open(netns, 3340)
 
     again = subprocess.run(
         _relay_cmd("up", "--state-dir", state, "--netns", netns),
@@ -121,6 +124,8 @@ def test_foreground_stops_everything_on_signal(cli_state, signum):
         rest = proc.communicate(timeout=60)[0]
         assert proc.returncode == 0, rest
         assert "relay stopped" in rest
+        assert f"Its state stays in {state}" in rest  # and is not removed
+        assert (state / "chatmail.ini").exists()
     finally:
         if proc.poll() is None:
             proc.kill()

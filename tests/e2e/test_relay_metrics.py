@@ -20,7 +20,7 @@ from chatmaild.relay.netns import entered
 from .helpers import cleartext_message, encrypted_message, random_local_part, wait_until
 
 DAEMONS = ["logmetrics", "doveauth", "lastlogin", "metadata"]
-DAEMONS += ["filtermail-outgoing", "filtermail-incoming", "filtermail-transport"]
+DAEMONS += ["filtermail-outgoing", "filtermail-incoming", "filtermail-transport", "iroh-relay"]
 MTAIL = (("prog", "delivered_mail.mtail"),)
 
 

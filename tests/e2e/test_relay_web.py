@@ -8,6 +8,7 @@ verify strictly against the test CA.
 """
 
 import concurrent.futures
+import http.client
 import imaplib
 import io
 import json
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from chatmaild.irohrelay import frames as irohfr
+from chatmaild.irohrelay import handshake as irohhs
 from chatmaild.relay import testca
 from chatmaild.relay.netns import entered, exec_prefix, tcp_port_open
 
@@ -199,14 +202,82 @@ def test_stub_status_on_8484(web_relay):
     assert data.startswith(b"HTTP/1.1 200") and b"Active connections:" in data
 
 
-def test_iroh_and_mxdeliv_are_proxied_to_their_ports(web_relay):
-    """Nothing listens on 3340 (iroh-relay) yet: nginx answers 502. /mxdeliv reaches
-    filtermail incoming on 10082 (tests/e2e/test_relay_mxdeliv.py tests it in depth)."""
-    for path in ("/relay", "/ping", "/generate_204"):
-        assert web_relay.web.request("GET", path)[0] == 502
-    assert "127.0.0.1:3340" in web_relay.log_text("nginx-error.log")
+def test_mxdeliv_is_proxied_to_its_port(web_relay):
+    """/mxdeliv reaches filtermail incoming on 10082 (tests/e2e/test_relay_mxdeliv.py tests
+    it in depth)."""
     status, _, body = web_relay.web.request("POST", "/mxdeliv", body=b"x")
     assert (status, body) == (400, b"554 5.5.1 Error: no valid recipients")
+
+
+def test_iroh_relay_probes_through_nginx(web_relay):
+    """chatmail-iroh-relay answers the probes iroh's net_report makes, through port 443."""
+    web_relay.require_daemons("iroh-relay")
+    status, headers, body = web_relay.web.request("GET", "/ping")
+    assert (status, body) == (200, b"") and headers["access-control-allow-origin"] == "*"
+    conn_headers = {"X-Tailscale-Challenge": "abc.123"}
+    conn = http.client.HTTPSConnection(web_relay.domain, 443, timeout=30)
+    conn.sock = tls_connect(web_relay.netns, web_relay.domain, web_relay.ca_file)
+    try:
+        conn.request("GET", "/generate_204", headers=conn_headers)
+        resp = conn.getresponse()
+        assert resp.status == 204
+        assert resp.getheader("X-Tailscale-Response") == "response abc.123"
+    finally:
+        conn.close()
+    assert web_relay.web.request("GET", "/relay")[0] == 400  # no Upgrade header
+
+
+def _relay_over_443(web_relay, key):
+    """A relay client through nginx (TLS on 443, `GET /relay` upgraded), handshake sent."""
+    sock = tls_connect(web_relay.netns, web_relay.domain, web_relay.ca_file)
+    host = web_relay.domain
+    sock.sendall(f"GET /relay HTTP/1.1\r\nHost: {host}\r\nUpgrade: iroh derp http\r\n\r\n".encode())
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        chunk = sock.recv(1)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    assert b"upgrade: iroh derp http" in head.lower()
+    sock.sendall(irohhs.client_info(key))
+    return sock
+
+
+def _next_frame(sock, decoder, pending):
+    while not pending:
+        data = sock.recv(65536)
+        assert data, "relay closed the connection"
+        pending.extend(decoder.feed(data))
+    return pending.pop(0)
+
+
+def test_iroh_relay_forwards_through_nginx(web_relay):
+    """Two relay clients through nginx's /relay location exchange packets both ways."""
+    web_relay.require_daemons("iroh-relay")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    keys = [Ed25519PrivateKey.generate() for _ in range(2)]
+    pubs = [irohhs.public_key(k) for k in keys]
+    socks = [_relay_over_443(web_relay, k) for k in keys]
+    decoders, pendings = [irohfr.FrameDecoder(), irohfr.FrameDecoder()], [[], []]
+    try:
+        for i, sock in enumerate(socks):  # a Pong means the relay has the client registered
+            sock.sendall(irohfr.ping(b"%8d" % i))
+            assert _next_frame(sock, decoders[i], pendings[i]) == (irohfr.PONG, b"%8d" % i)
+        data = os.urandom(30000)
+        socks[0].sendall(irohfr.send_packet(pubs[1], data))
+        assert _next_frame(socks[1], decoders[1], pendings[1]) == (
+            irohfr.RECV_PACKET,
+            pubs[0] + data,
+        )
+        socks[1].sendall(irohfr.send_packet(pubs[0], b"back"))
+        assert _next_frame(socks[0], decoders[0], pendings[0]) == (
+            irohfr.RECV_PACKET,
+            pubs[1] + b"back",
+        )
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 # -- /new -------------------------------------------------------------------------------------

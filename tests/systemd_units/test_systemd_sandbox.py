@@ -507,3 +507,46 @@ def test_extra_metrics_without_tools_or_certificate_in_its_sandbox(layout, tmp_p
         assert read_prom(textfile / "chatmail_extra.prom") == {}
     finally:
         daemon.stop()
+
+
+IROH_CLIENTS = textwrap.dedent(
+    """
+    import asyncio, sys
+    from chatmaild.irohrelay.client import RelayClient
+
+    async def main():
+        a = await RelayClient.connect("127.0.0.1", 3340)
+        b = await RelayClient.connect("127.0.0.1", 3340)
+        for c in (a, b):  # a Pong: the relay has registered the client
+            c.ping(b"register")
+            assert await c.recv_frame() == (13, b"register")
+        a.send_packet(b.key, b"through the sandbox")
+        assert await b.recv_packet() == (a.key, b"through the sandbox")
+        print("forwarded")
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_iroh_relay_forwards_in_its_sandbox(layout, tmp_path):
+    """DynamicUser=, the seccomp filter (ed25519 through OpenSSL, uvloop) and MDWE: two relay
+    clients in the sandbox's network namespace exchange a packet on 127.0.0.1:3340."""
+    daemon = start("chatmail-iroh-relay.service", "chatmaild.irohrelay", layout, tmp_path)
+    try:
+        user = daemon.user
+        assert user.pw_uid != 0
+        wait_for(lambda: listening(daemon, "tcp", 3340), "the relay on 3340", daemon)
+        env = {**os.environ, "PYTHONPATH": str(HERE.parent.parent)}
+        result = subprocess.run(
+            daemon.in_netns([sys.executable, "-c", IROH_CLIENTS]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert result.returncode == 0, f"{result.stderr}\n{daemon.log()}"
+        assert result.stdout.strip() == "forwarded"
+        assert_confined(daemon, user)
+    finally:
+        daemon.stop()

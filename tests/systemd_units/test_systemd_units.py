@@ -77,6 +77,8 @@ EXPECTED_EXEC = {
         f"{VENV_BIN}/chatmail-extra-metrics {CHATMAIL_INI}"
         " --textfile-dir /var/lib/prometheus/node-exporter"
     ),
+    # no counterpart on an existing relay: it replaces n0's iroh-relay binary
+    "chatmail-iroh-relay.service": f"{VENV_BIN}/chatmail-iroh-relay {CHATMAIL_INI}",
 }
 
 
@@ -117,6 +119,7 @@ def test_the_unit_set_is_complete():
         "chatmail-fsreport.service",
         "chatmail-fsreport.timer",
         "chatmail-web.service",
+        "chatmail-iroh-relay.service",
     } <= names
     assert {p.parent.name for p in dropin_files()} == {f"{s}.service.d" for s in BASE_UNITS}
 
@@ -246,7 +249,7 @@ def test_dropins_verify_clean(tmp_path):
 def test_command_lines_match_existing_relays(name):
     unit = Unit.load(SYSTEMD_DIR / name)
     assert unit.get("ExecStart") == EXPECTED_EXEC[name]
-    if name == "chatmail-logmetrics.service":
+    if name in ("chatmail-logmetrics.service", "chatmail-iroh-relay.service"):
         assert unit.flag("DynamicUser") and unit.get("User") is None
     elif name == "chatmail-extra-metrics.service":
         assert unit.get("User") is None  # root, with two capabilities
@@ -322,6 +325,7 @@ def test_write_paths_are_only_the_needed_ones(path):
         "chatmail-extra-metrics.service": {"/var/lib/prometheus/node-exporter"},
         "chatmail-logmetrics.service": set(),
         "chatmail-web.service": set(),  # reads the mailboxes (BindReadOnlyPaths) only
+        "chatmail-iroh-relay.service": set(),
     }[path.name]
     assert writable == expected
 

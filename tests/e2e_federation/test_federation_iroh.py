@@ -1,0 +1,151 @@
+"""Webxdc realtime between Delta Chat accounts on two relays, each homed at its own
+chatmail-iroh-relay, with all UDP but DNS dropped in both namespaces.
+
+A pair of its own for this module: each relay's chatmail-iroh-relay listens on every address
+of its namespace and advertises `http://<link address>:3340`, so a client on one relay can
+reach the other relay's iroh relay over the veth link (a peer is dialled through its home
+relay; which relay then carries the traffic is iroh's choice: in practice both directions
+use the one the first connection went through). alice (relay A) sends 160 KiB of realtime
+data to bob (relay B); the two relays' metrics together must show at least those bytes
+forwarded.
+"""
+
+import concurrent.futures
+import os
+import subprocess
+import tempfile
+
+import pytest
+from e2e.conftest import brought_up, relay_prerequisites
+from e2e.test_relay_deltachat import rpc_in_netns
+from e2e.test_relay_iroh import (
+    CHUNK,
+    CHUNKS,
+    NFT_DROP_UDP,
+    Receiver,
+    _account,
+    _until_received,
+    _value,
+    _xdc,
+)
+
+from chatmaild.metrics.scrape import samples
+from chatmaild.relay.federation import RelayPair
+from chatmaild.relay.netns import entered, exec_prefix
+
+from .helpers import Side
+from conftest import require_tool
+
+DAEMONS = ("doveauth", "metadata", "filtermail-outgoing", "filtermail-incoming", "iroh-relay")
+
+
+class Sides:
+    def __init__(self, pair):
+        self.pair = pair
+        self.a = Side(pair, pair.a)
+        self.b = Side(pair, pair.b)
+
+
+@pytest.fixture(scope="module")
+def iroh_pair():
+    relay_prerequisites()
+    require_tool("unbound", "unbound-checkconf", "nft")
+    state_dir = tempfile.mkdtemp(prefix="chatmaild-fediroh-", dir="/tmp")
+    logs = []
+    pair = RelayPair(
+        state_dir,
+        f"chatmaild-fediroh-{os.getpid()}",
+        ini_extra={"iroh_relay_listen": "0.0.0.0:3340"},
+        per_relay_ini=lambda domain, address: {"iroh_relay": f"http://{address}:3340"},
+        log=logs.append,
+    )
+    with brought_up(pair, state_dir, "relay pair"):
+        from conftest import require
+
+        for relay in pair.relays:
+            for name in DAEMONS:
+                require(name not in relay.skipped, f"daemon {name} in this checkout")
+            subprocess.run(
+                [*exec_prefix(relay.netns), "nft", "-f", "-"],
+                input=NFT_DROP_UDP,
+                text=True,
+                check=True,
+                timeout=30,
+            )
+        yield Sides(pair)
+
+
+@pytest.fixture(scope="module")
+def dc(iroh_pair, tmp_path_factory):
+    base = tmp_path_factory.mktemp("dc-fediroh")
+    rpcs, errs = {}, []
+    try:
+        for side in (iroh_pair.a, iroh_pair.b):
+            stderr = open(base / f"rpc-{side.domain}.stderr", "wb")  # noqa: SIM115
+            errs.append(stderr)
+            rpcs[side] = rpc_in_netns(side.netns, base / side.domain, stderr)
+            rpcs[side].start()
+        from deltachat_rpc_client import DeltaChat
+
+        yield {side: DeltaChat(rpc) for side, rpc in rpcs.items()}
+    finally:
+        for rpc in rpcs.values():
+            rpc.close()
+        for stderr in errs:
+            stderr.close()
+
+
+def _metrics(side):
+    spec = next(d.metrics for d in side.relay.daemons() if d.name == "iroh-relay")
+    with entered(side.netns):
+        return samples(spec)
+
+
+def _forwarded(side):
+    return _value(_metrics(side), "chatmail_irohrelay_bytes_forwarded_total")
+
+
+def test_webxdc_realtime_across_the_relay_pair(iroh_pair, dc, tmp_path):
+    a, b = iroh_pair.a, iroh_pair.b
+    alice, bob = _account(dc[a], a), _account(dc[b], b)
+    before = {side: _forwarded(side) for side in (a, b)}
+
+    bob.secure_join(alice.get_qr_code())
+    alice.wait_for_securejoin_inviter_success()
+    bob.wait_for_securejoin_joiner_success()
+
+    chat = alice.get_chat_by_contact(alice.get_contact_by_addr(bob.addr))
+    alice_msg = chat.send_file(_xdc(tmp_path / "realtime.xdc"))
+    bob_msg = bob.wait_for_incoming_msg()
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        to_bob = Receiver(bob, bob_msg.id, pool)
+        to_alice = Receiver(alice, alice_msg.id, pool)
+        alice_msg.send_webxdc_realtime_advertisement()
+        bob_msg.send_webxdc_realtime_advertisement()
+        _until_received(alice_msg, to_bob, b"hello bob")
+        _until_received(bob_msg, to_alice, b"hello alice")
+
+        sent = [os.urandom(CHUNK) for _ in range(CHUNKS)]
+        for chunk in sent:
+            alice_msg.send_webxdc_realtime_data(chunk)
+        got = []
+        while len(got) < CHUNKS:
+            data = to_bob.next()
+            if data != b"hello bob":
+                got.append(data)
+        assert got == sent
+
+        bob_msg.send_webxdc_realtime_data(b"all received")
+        while (data := to_alice.next()) == b"hello alice":
+            pass
+        assert data == b"all received"
+
+    after = {side: _forwarded(side) for side in (a, b)}
+    print(
+        f"forwarded: relay A {after[a] - before[a]:.0f} bytes,"
+        f" relay B {after[b] - before[b]:.0f} bytes"
+    )
+    # Which relay carries it is iroh's choice (a peer answers through the relay its packets
+    # came from), but all of it crosses one of them: no UDP gets through.
+    assert sum(after[side] - before[side] for side in (a, b)) >= CHUNK * CHUNKS
