@@ -52,6 +52,7 @@ async def transport():
         admission=None,
         delay=0.0,
         refuse=None,
+        deadline=60.0,
     ):
         from chatmaild.transport.smtpclient import SmtpSender
 
@@ -74,6 +75,7 @@ async def transport():
             memory=SmtpOnlyMemory(interval=memory),
             admission=admission or Admission(),
             metrics=metrics,
+            deadline=deadline,
         )
         server = SMTPServer(
             TransportHandler(deliverer), LISTEN_HOST, 0, settings=ServerSettings(lmtp=True)
@@ -222,3 +224,10 @@ async def test_busy_destination_gets_421(transport):
     assert (await waiting)[1][0][0] == 250
     assert len(t.https.posts) == 2
     assert t.metrics.busy.value == 1
+
+
+async def test_a_delivery_slower_than_the_deadline_is_deferred(transport):
+    t = await transport(delay=2.0, deadline=0.5, smtp_up=False)
+    _, data = await t.send(["x@b.test"])
+    assert data[0][0] == 451 and data[0][1].startswith("4.4.7")
+    assert t.metrics.deferred.value == 1

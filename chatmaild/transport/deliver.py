@@ -25,6 +25,10 @@ from .wire import stuff_body
 
 log = logging.getLogger("filtermail-transport")
 
+# Postfix gives up on an LMTP reply after lmtp_data_done_timeout (600 s) and retries the
+# message later; a delivery that could outlast it is cut short with a 4xx first.
+DELIVERY_DEADLINE = 540.0
+
 
 class _Message:
     """The message of one LMTP transaction, with its DATA form built once on demand."""
@@ -60,6 +64,7 @@ class Deliverer:
         admission: Admission | None = None,
         metrics=None,
         clock=time.monotonic,
+        deadline=DELIVERY_DEADLINE,
     ):
         self.resolver = resolver
         self.https = https
@@ -68,6 +73,7 @@ class Deliverer:
         self.admission = admission if admission is not None else Admission()
         self.metrics = metrics
         self.clock = clock
+        self.deadline = deadline
         self._slots: dict[str, asyncio.Semaphore] = {}  # per destination, while in use
 
     async def deliver(self, tx) -> list[Reply]:
@@ -101,7 +107,11 @@ class Deliverer:
                 if self.metrics is not None:
                     self.metrics.in_flight.inc()
                 try:
-                    replies, via, host, trail = await self._hosts(message, domain, rcpts)
+                    async with asyncio.timeout(self.deadline):
+                        replies, via, host, trail = await self._hosts(message, domain, rcpts)
+                except TimeoutError:
+                    late = R.too_slow(self.deadline)
+                    replies, via, host, trail = [late] * len(rcpts), None, "", ["deadline"]
                 finally:
                     if self.metrics is not None:
                         self.metrics.in_flight.dec()

@@ -30,6 +30,10 @@ def smtp_reply(host: str, code: int, text: str) -> Reply:
     return Reply(code, text or f"{code // 100}.0.0 remote error")
 
 
+def too_slow(seconds: float) -> Reply:
+    return Reply(451, f"4.4.7 Delivery not finished within {seconds:.0f} s, try again later")
+
+
 def unreachable(host: str, port: int, why: str) -> Reply:
     return Reply(451, f"4.4.1 connect to {host}:{port}: {_one_line(why)}")
 

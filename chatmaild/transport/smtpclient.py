@@ -17,7 +17,7 @@ from .https import tls_context
 from .mx import verifies_certificate
 
 TIMEOUT = 60.0
-DATA_TIMEOUT = 600.0
+DATA_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True, slots=True)
