@@ -228,9 +228,11 @@ class Config:
     metrics_metadata: str
     metrics_lastlogin: str
     metrics_logmetrics: str
+    metrics_filtermail_transport: str
     metrics_irohrelay: str
     filtermail_http_port_incoming: int
     filtermail_lmtp_port_transport: int
+    filtermail_transport_smtp_memory: int
     filtermail_dkim_check: bool
     filtermail_dkim_nameserver: tuple
     max_smtp_connections: int
@@ -295,11 +297,14 @@ SCHEMA = {
     "metrics_metadata": (parse_listen, ""),
     "metrics_lastlogin": (parse_listen, ""),
     "metrics_logmetrics": (parse_listen, ""),
+    "metrics_filtermail_transport": (parse_listen, ""),
     "metrics_irohrelay": (parse_listen, ""),
-    # Upstream 1.12 keys. The mxdeliv (HTTP) and transport (LMTP) ports are accepted and
-    # rendered into nginx, but no service listens on them yet (docs/relay.md).
+    # Upstream 1.12 keys: the mxdeliv (HTTP, behind nginx) and transport (LMTP, Postfix's
+    # default_transport, chatmaild.transport) ports.
     "filtermail_http_port_incoming": (parse_port, "10082"),
     "filtermail_lmtp_port_transport": (parse_port, "10083"),
+    # Seconds a host stays SMTP-only after HTTPS failed and SMTP delivered (upstream: 30 min).
+    "filtermail_transport_smtp_memory": (parse_nonneg_int, "1800"),
     # DKIM verification of incoming mail; off only for tests, and then logged loudly.
     "filtermail_dkim_check": (parse_bool, "true"),
     # The resolver for DKIM keys: empty is /etc/resolv.conf; IP:PORT for tests and benchmarks.

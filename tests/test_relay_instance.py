@@ -63,6 +63,7 @@ def test_daemon_table_matches_the_relay_wiring(ini_path, tmp_path):
         "metadata",
         "filtermail-outgoing",
         "filtermail-incoming",
+        "filtermail-transport",
         "turn",
         "iroh-relay",
         "web",
@@ -84,6 +85,10 @@ def test_daemon_table_matches_the_relay_wiring(ini_path, tmp_path):
     assert daemons["metadata"].socket == layout.metadata_socket
     assert daemons["filtermail-outgoing"].args == (str(config.path), "outgoing")
     assert daemons["filtermail-incoming"].port == config.filtermail_smtp_port_incoming
+    transport = daemons["filtermail-transport"]
+    assert (transport.module, transport.args) == ("chatmaild.transport", (str(config.path),))
+    assert transport.port == config.filtermail_lmtp_port_transport
+    assert transport.env == ()  # system roots; a test network's relays get their CA
 
 
 def test_iroh_relay_follows_iroh_relay_listen(tmp_path):
@@ -136,6 +141,7 @@ def test_local_relay_runs_logmetrics_following_every_log(tmp_path):
         "doveauth": "127.0.0.1:9603",
         "metadata": "127.0.0.1:9604",
         "lastlogin": "127.0.0.1:9605",
+        "filtermail-transport": "127.0.0.1:9607",
         "iroh-relay": "127.0.0.1:9606",
         "web": "",  # chatmail-web has no metrics endpoint (nginx's stub_status is on 8484)
         "turn": "",  # chatmail-turn: one line per connection, nothing to count

@@ -27,6 +27,7 @@ class Daemon:
     port: int | None = None  # ready when 127.0.0.1:port accepts connections
     metrics: str = ""  # listen spec of its Prometheus endpoint ("" = off)
     user: str = "vmail"  # the user it runs as
+    env: tuple = ()  # (name, value) pairs added to its environment
 
     def available(self):
         """Whether this checkout has the daemon (packages land one by one)."""
@@ -34,6 +35,14 @@ class Daemon:
             return importlib.util.find_spec(self.module + ".__main__") is not None
         except ModuleNotFoundError:
             return False
+
+
+def transport_env(layout):
+    """The transport verifies HTTPS and SMTP certificates against the system roots; a test
+    network's relays (smtp_tls_ca_file) trust their CA instead, as their Postfix does."""
+    if layout.smtp_tls_ca_file is None:
+        return ()
+    return (("SSL_CERT_FILE", str(layout.smtp_tls_ca_file)),)
 
 
 def _iroh_relay(config, ini):
@@ -90,6 +99,14 @@ def relay_daemons(config, layout, log_dir=None):
             (ini, "incoming"),
             port=config.filtermail_smtp_port_incoming,
             metrics=config.metrics_filtermail_incoming,
+        ),
+        Daemon(
+            "filtermail-transport",
+            "chatmaild.transport",
+            (ini,),
+            port=config.filtermail_lmtp_port_transport,
+            metrics=config.metrics_filtermail_transport,
+            env=transport_env(layout),
         ),
     ]
     if layout.turn is not None:

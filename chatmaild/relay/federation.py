@@ -6,10 +6,10 @@ pair (`peer0`, 10.77.0.1 and 10.77.0.2; the link exists only inside the two name
 so the addresses cannot clash with anything). Each namespace runs its own unbound
 (chatmaild.relay.resolver) serving both zones (chatmaild.relay.zone): the records
 `python -m chatmaild.relay dns` prints for each (A, MX, SPF, the DKIM key, DMARC, `_mta-sts`,
-SRV). Both certificates come from one test CA in `<state>/ca`, which both
-Postfix SMTP clients trust; the rendering is otherwise the production one, so mail between
-the relays goes MX lookup -> port 25 with `smtp_tls_security_level = verify` -> STARTTLS
--> filtermail incoming of the peer.
+SRV). Both certificates come from one test CA in `<state>/ca`, which both Postfix SMTP
+clients and both transport services trust; the rendering is otherwise the production one, so
+mail between the relays goes Postfix -> the transport service -> MX lookup -> HTTPS
+`POST /mxdeliv` (or port 25, STARTTLS verified) -> filtermail incoming of the peer.
 """
 
 import json
@@ -211,7 +211,8 @@ class RelayPair:
 
     def client_info(self):
         lines = [
-            f"Two relays deliver to each other over port 25 with verified TLS"
+            f"Two relays deliver to each other over HTTPS /mxdeliv (port 25 as the fallback)"
+            f" with verified TLS"
             f" (test CA {self.state_dir / 'ca' / 'ca.pem'}):"
         ]
         for side, relay, address in zip(SIDES, self.relays, self.addresses, strict=True):

@@ -299,7 +299,8 @@ class Relay:
             address=self.config.mail_domain if self.config.ipv4_relay else None,
         )
         if self.peering is not None:
-            self.layout = dataclasses.replace(self.layout, **self.peering.layout_changes())
+            changes = self.peering.layout_changes(self.layout)
+            self.layout = dataclasses.replace(self.layout, **changes)
             turn = dataclasses.replace(self.layout.turn, **self.peering.turn_changes())
             self.layout = dataclasses.replace(self.layout, turn=turn)
 
@@ -396,7 +397,7 @@ class Relay:
             os.chown(sock.parent, vmail.pw_uid, vmail.pw_gid)
         config.mailboxes_dir.mkdir(parents=True, exist_ok=True)
         os.chown(config.mailboxes_dir, vmail.pw_uid, vmail.pw_gid)
-        for name in ("filtermail-outgoing", "filtermail-incoming"):
+        for name in ("filtermail-outgoing", "filtermail-incoming", "filtermail-transport"):
             (self.log_dir / f"{name}.log").touch()
         # chatmail-logmetrics (as vmail) follows the Postfix and Dovecot logs: create them
         # readable by group vmail (Dovecot would create its log 0600 root; both keep the
@@ -567,7 +568,7 @@ class Relay:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
-                env=self._daemon_env(),
+                env={**self._daemon_env(), **dict(daemon.env)},
                 start_new_session=True,
             )
         self.pids[daemon.name] = proc.pid

@@ -272,6 +272,7 @@ def template_values(config, layout):
         "filtermail_smtp_port_incoming": config.filtermail_smtp_port_incoming,
         "postfix_reinject_port": config.postfix_reinject_port,
         "postfix_reinject_port_incoming": config.postfix_reinject_port_incoming,
+        "filtermail_lmtp_port_transport": config.filtermail_lmtp_port_transport,
         "postfix_config_dir": layout.postfix_config_dir,
         "postfix_queue_dir": layout.postfix_queue_dir,
         "dovecot_config_dir": layout.dovecot_config_dir,

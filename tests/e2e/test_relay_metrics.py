@@ -20,7 +20,7 @@ from chatmaild.relay.netns import entered
 from .helpers import cleartext_message, encrypted_message, random_local_part, wait_until
 
 DAEMONS = ["logmetrics", "doveauth", "lastlogin", "metadata"]
-DAEMONS += ["filtermail-outgoing", "filtermail-incoming", "iroh-relay"]
+DAEMONS += ["filtermail-outgoing", "filtermail-incoming", "filtermail-transport", "iroh-relay"]
 MTAIL = (("prog", "delivered_mail.mtail"),)
 
 
@@ -214,6 +214,11 @@ def test_real_traffic_moves_every_endpoint(relay, endpoints):
     assert (
         d("filtermail-incoming", "chatmail_filtermail_reinject_seconds_count", mode="incoming") == 1
     )
+
+    # the transport service: local mail never passes it (virtual_transport is Dovecot's LMTP)
+    for via in ("https", "smtp"):
+        assert d("filtermail-transport", "chatmail_transport_delivered_total", via=via) == 0
+    assert d("filtermail-transport", "chatmail_transport_deferred_total") == 0
 
     # doveauth: two accounts created; every later IMAP login and each SMTP AUTH found them.
     assert d("doveauth", "chatmail_doveauth_accounts_created_total") == 2

@@ -57,6 +57,7 @@ BASE_UNITS = {
 EXPECTED_EXEC = {
     "filtermail.service": f"{VENV_BIN}/filtermail {CHATMAIL_INI} outgoing",
     "filtermail-incoming.service": f"{VENV_BIN}/filtermail {CHATMAIL_INI} incoming",
+    "filtermail-transport.service": f"{VENV_BIN}/filtermail {CHATMAIL_INI} transport",
     "doveauth.service": f"{VENV_BIN}/doveauth /run/doveauth/doveauth.socket {CHATMAIL_INI}",
     "lastlogin.service": (
         f"{VENV_BIN}/lastlogin /run/chatmail-lastlogin/lastlogin.socket {CHATMAIL_INI}"
@@ -113,6 +114,7 @@ def test_the_unit_set_is_complete():
     assert {
         "filtermail.service",
         "filtermail-incoming.service",
+        "filtermail-transport.service",
         "doveauth.service",
         "lastlogin.service",
         "chatmail-metadata.service",
@@ -328,6 +330,7 @@ def test_write_paths_are_only_the_needed_ones(path):
     expected = {
         "filtermail.service": set(),
         "filtermail-incoming.service": set(),
+        "filtermail-transport.service": set(),
         "doveauth.service": {"/home/vmail/mail"},
         "lastlogin.service": {"/home/vmail/mail"},
         "chatmail-metadata.service": {"/home/vmail/mail"},
@@ -347,6 +350,8 @@ def test_loopback_services_have_an_ip_allow_list(path):
     unit = Unit.load(path)
     if path.name == "chatmail-metadata.service":
         assert unit.all("IPAddressDeny") == [], "metadata posts notifications over HTTPS"
+    elif path.name == "filtermail-transport.service":
+        assert unit.all("IPAddressDeny") == [], "the transport delivers to other relays"
     else:
         assert unit.all("IPAddressDeny") == ["any"]
         assert set(unit.all("IPAddressAllow")) <= {"localhost"}
