@@ -3,11 +3,15 @@
 A daemon that cannot listen (port taken, socket directory missing, no permission) raises
 `StartupError` with one line; `run()` prints it and exits with status 1, so an operator sees
 `error: cannot listen on 127.0.0.1:10080: Address already in use`, not a traceback.
+
+`run()` also raises the soft limit of open files to the hard one: systemd starts services
+with a soft limit of 1024 whatever `LimitNOFILE=` allows, and every connection is a file.
 """
 
 import asyncio
 import errno
 import os
+import resource
 import stat
 import sys
 
@@ -43,8 +47,20 @@ def loop_factory():
     return uvloop.new_event_loop
 
 
+def raise_nofile_limit():
+    """Soft limit of open files := hard limit; returns the (soft, hard) now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # pragma: no cover - e.g. hard above the kernel's nr_open
+            return soft, hard
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
 def run(main_coroutine):
     """Run `main_coroutine` to completion; a StartupError becomes one stderr line, exit 1."""
+    raise_nofile_limit()
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             return runner.run(main_coroutine)

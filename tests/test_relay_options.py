@@ -194,3 +194,14 @@ def test_smtp_limits_give_one_client_a_fifth(total, per_client):
 
     # 0: Postfix's "no limit" for both maxproc and the per-client count
     assert smtp_limits(SimpleNamespace(max_smtp_connections=total)) == (total, per_client)
+
+
+def test_creatable_users_names_every_allowed_length_in_the_domain():
+    from types import SimpleNamespace
+
+    from chatmaild.relay.options import creatable_users
+
+    config = SimpleNamespace(
+        username_min_length=3, username_max_length=5, address_domain="[1.2.3.4]"
+    )
+    assert creatable_users(config) == "???@[1.2.3.4] ????@[1.2.3.4] ?????@[1.2.3.4]"

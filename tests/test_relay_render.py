@@ -71,6 +71,9 @@ def test_production_rendering_uses_ini_values_and_debian_paths(config):
         "/var/www/html/qr-new.svg",
         "/var/www/html/.well-known/mta-sts.txt",
         "/var/www/html/.well-known/autoconfig/mail/config-v1.1.xml",
+        "/etc/postfix/admin_aliases",
+        "/etc/dovecot/admin-users",
+        "/etc/turnserver.conf",
     } == paths
     text = _by_name(files)
     for name, body in text.items():
@@ -92,8 +95,16 @@ def test_production_rendering_uses_ini_values_and_debian_paths(config):
 
     dovecot, auth = text["dovecot.conf"], text["auth.conf"]
     assert "uri = proxy:/run/doveauth/doveauth.socket:auth" in auth
-    assert 'password_key = passdb/%Ew"%Eu' in auth
+    # no key carries the password (Dovecot logs keys); creation goes through checkpassword
+    assert "password_key = passdb/%Eu\n" in auth and "%w" not in auth
     assert "args = /etc/dovecot/auth.conf" in dovecot
+    assert (
+        "args = /usr/local/lib/chatmaild/venv/bin/python3 -m chatmaild.doveauth.checkpassword"
+        " /run/doveauth/doveauth.socket" in dovecot
+    )
+    assert "%w" not in dovecot
+    # eijo.im: local parts of 9 characters; other names never start checkpassword
+    assert "  username_filter = ?????????@eijo.im\n" in dovecot
     assert "proxy:/run/chatmail-metadata/metadata.socket:metadata" in dovecot
     assert "proxy:/run/chatmail-lastlogin/lastlogin.socket:lastlogin" in dovecot
     assert "imap_metadata = yes" in dovecot

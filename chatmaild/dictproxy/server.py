@@ -4,6 +4,14 @@ Every complete line of a received chunk is handled in one pass and the replies o
 go out in one write. Replies stay in request order: as soon as one answer is an awaitable,
 later answers queue behind it and are flushed when it completes. Transactions live in the
 connection that began them (Dovecot reuses ids across connections).
+
+Bounds (`Limits`), checked by one sweep per server every few seconds, not a timer per
+connection: at most `max_connections` at once (more are closed at once, with a rate-limited
+log line); a connection idle (nothing owed, no transaction open) for `idle_timeout` is
+closed; one whose unfinished request line is older than `line_timeout` (a peer trickling
+bytes) is closed. Dovecot's dict client closes its connection as soon as it is idle (its
+`idle_msecs` defaults to 0), and reconnects without a log line when it finds a connection
+closed while idle, so an idle timeout of minutes never disturbs it (docs/dictproxy.md).
 """
 
 import asyncio
@@ -13,7 +21,7 @@ import os
 import signal
 from collections import deque
 
-from chatmaild import daemon
+from chatmaild import acceptor, daemon
 from chatmaild.daemon import listen_error, remove_stale_socket
 
 from . import proto
@@ -36,6 +44,20 @@ log = logging.getLogger("chatmaild.dictproxy")
 
 #: stop reading from a connection while this many replies wait for awaitables
 MAX_PENDING_REPLIES = 1024
+
+
+class Limits:
+    """The bounds of one dict socket (module docstring)."""
+
+    __slots__ = ("max_connections", "idle_timeout", "line_timeout", "sweep_interval")
+
+    def __init__(
+        self, max_connections=8192, idle_timeout=600.0, line_timeout=30.0, sweep_interval=5.0
+    ):
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.line_timeout = line_timeout
+        self.sweep_interval = sweep_interval
 
 
 class DictFailure(Exception):
@@ -125,6 +147,8 @@ class DictConnection(asyncio.Protocol):
         "_pending",
         "_paused",
         "_eof",
+        "_last",
+        "_partial_since",
     )
 
     def __init__(self, service, server):
@@ -136,12 +160,21 @@ class DictConnection(asyncio.Protocol):
         self._pending = None  # deque of str | _Reply once an answer had to be awaited
         self._paused = 0  # bit 1: too many awaited replies, bit 2: write buffer full
         self._eof = False
+        self._last = 0.0  # loop time of the last request bytes
+        self._partial_since = None  # loop time an unfinished line began, None if none
 
     # -- asyncio callbacks -------------------------------------------------------------------
 
     def connection_made(self, transport):
         self._transport = transport
-        self._server.connections.add(self)
+        server = self._server
+        if len(server.connections) >= server.limits.max_connections:
+            transport.abort()
+            server.refused(len(server.connections))
+            return
+        server.connections.add(self)
+        self._last = server.loop.time()
+        server.ensure_sweeping()
 
     def connection_lost(self, exc):
         self._server.connections.discard(self)
@@ -152,7 +185,14 @@ class DictConnection(asyncio.Protocol):
     def data_received(self, data):
         pending = self._pending
         out = []
-        for request in self._reader.feed(data):
+        reader = self._reader
+        requests = reader.feed(data)
+        now = self._last = self._server.loop.time()
+        if not reader.buffered:
+            self._partial_since = None
+        elif requests or self._partial_since is None:
+            self._partial_since = now
+        for request in requests:
             try:
                 reply = _HANDLERS[type(request)](self, request)
             except Exception:  # a bug must cost one request, not the connection
@@ -198,6 +238,15 @@ class DictConnection(asyncio.Protocol):
             self._eof = True
             return True  # half-close: finish writing the replies owed, then close
         return False
+
+    def expired(self, now, limits):
+        """Why this connection is to be closed now ("" if it is not)."""
+        since = self._partial_since
+        if since is not None and now - since > limits.line_timeout:
+            return "unfinished request line"
+        if self._pending or self._txns or now - self._last <= limits.idle_timeout:
+            return ""
+        return "idle"
 
     # -- ordering of awaited replies ---------------------------------------------------------
 
@@ -378,36 +427,88 @@ _COMMAND_LETTER = {
 
 
 class _ServerState:
-    __slots__ = ("connections",)
+    __slots__ = ("connections", "limits", "loop", "what", "_sweeper", "_refusals", "_cuts")
 
-    def __init__(self):
+    def __init__(self, limits, loop, what):
         self.connections = set()
+        self.limits = limits
+        self.loop = loop
+        self.what = what
+        self._sweeper = None
+        self._refusals = acceptor.RateLimitedWarning()
+        self._cuts = acceptor.RateLimitedWarning()
+
+    def refused(self, count):
+        n = self._refusals.event(self.loop.time())
+        if n is not None:
+            log.warning(
+                "%s: %d connections open, the most allowed: %d new ones closed since the last"
+                " such line",
+                self.what,
+                count,
+                n,
+            )
+
+    def ensure_sweeping(self):
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(self.limits.sweep_interval, self._sweep)
+
+    def stop_sweeping(self):
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def _sweep(self):
+        self._sweeper = None
+        now = self.loop.time()
+        limits = self.limits
+        for conn in list(self.connections):
+            why = conn.expired(now, limits)
+            if not why:
+                continue
+            if why != "idle":
+                n = self._cuts.event(now)
+                if n is not None:
+                    log.warning(
+                        "%s: closed %d connections with a request line unfinished for %g s",
+                        self.what,
+                        n,
+                        limits.line_timeout,
+                    )
+            if conn._transport is not None:
+                conn._transport.close()
+        if self.connections:
+            self.ensure_sweeping()
 
 
-async def serve_unix(path, service, backlog: int = 1024) -> asyncio.AbstractServer:
+async def serve_unix(
+    path, service, backlog: int = 1024, limits: Limits | None = None
+) -> asyncio.AbstractServer:
     """Listen on unix socket `path` (owner-only permissions; a stale socket file is replaced)."""
     path = os.fspath(path)
     remove_stale_socket(path)
-    state = _ServerState()
-    loop = asyncio.get_running_loop()
+    state = _ServerState(limits or Limits(), asyncio.get_running_loop(), path)
     old_umask = os.umask(0o077)
     try:
-        server = await loop.create_unix_server(
-            lambda: DictConnection(service, state), path=path, backlog=backlog
-        )
+        sock = acceptor.unix_listener(path, backlog)
     finally:
         os.umask(old_umask)
-    _connections[server] = state.connections
+    server = acceptor.start(sock, lambda: DictConnection(service, state), path)
+    _states[server] = state
     return server
 
 
-#: server -> its open connections (uvloop's Server takes no attributes)
-_connections = {}
+#: server -> its state (open connections, limits)
+_states = {}
 
 
 def close_connections(server) -> None:
     """Close every connection of `server` (call after `server.close()`)."""
-    for conn in list(_connections.pop(server, ())):
+    state = _states.pop(server, None)
+    if state is None:
+        return
+    state.stop_sweeping()
+    for conn in list(state.connections):
         if conn._transport is not None:
             conn._transport.close()
 

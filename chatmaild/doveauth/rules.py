@@ -29,6 +29,11 @@ def split_passdb_key(rest: str) -> tuple[str, str] | None:
     return None
 
 
+def unescape_user(rest: str) -> str:
+    """The user of a `passdb/<user>` key (escaped by Dovecot's %E), the key without password."""
+    return _unbackslash(rest)
+
+
 def _unbackslash(text: str) -> str:
     if "\\" not in text:
         return text

@@ -145,7 +145,8 @@ class FilterHandler(Handler):
         return reply
 
     async def verify_dkim(self, data: bytes, client_addr: str | None = None) -> DkimResult:
-        """Screen without DNS, fetch the keys of the aligned signatures, verify.
+        """Screen without DNS (alignment, fields, body hash; at most `MAX_TRIED` signatures
+        kept), fetch the keys of those, verify.
 
         `client_addr` (XFORWARD ADDR) decides an IP-literal From (dkimcheck.check_ip_literal).
         """
@@ -175,8 +176,10 @@ def build_server(
     listen_port: int | None = None,
     metrics=None,
     key_fetcher: KeyFetcher | None = None,
+    deadlines: dict | None = None,
 ) -> tuple[SMTPServer, Reinjector]:
-    """The (not yet started) server of a mode and its reinjector."""
+    """The (not yet started) server of a mode and its reinjector. `deadlines`: ServerSettings
+    keyword arguments (command_timeout, session_timeout, min_data_rate) other than default."""
     port, reinject_port = ports(config, mode)
     reinjector = Reinjector(LISTEN_HOST, reinject_port, local_hostname="localhost")
     handler = FilterHandler(mode, config, reinjector, metrics=metrics, key_fetcher=key_fetcher)
@@ -184,6 +187,7 @@ def build_server(
         hostname=config.mail_domain,
         max_message_size=config.max_message_size,
         xforward=XFORWARD[mode],
+        **(deadlines or {}),
     )
     server = SMTPServer(
         handler,

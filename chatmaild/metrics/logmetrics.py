@@ -25,7 +25,7 @@ import asyncio_dgram
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
-from chatmaild.daemon import StartupError
+from chatmaild.daemon import StartupError, raise_nofile_limit
 
 from .exporter import parse_listen_spec, start_exporter
 from .follow import FileFollower, follow
@@ -262,6 +262,7 @@ def main(argv=None):
     udp = args.udp
     if not udp and not args.unix_dgram and not args.follow:
         udp = [DEFAULT_UDP]
+    raise_nofile_limit()
     try:
         asyncio.run(serve(metrics, listen, udp, args.unix_dgram, args.follow))
     except (OSError, StartupError) as exc:

@@ -23,16 +23,17 @@ from pathlib import Path
 from chatmaild.metrics.exporter import parse_listen_spec
 from chatmaild.relay import dkimrun, listening, processes, webcert
 from chatmaild.relay import netns as netns_mod
-from chatmaild.relay.daemons import OPENDKIM_LOG, relay_daemons
+from chatmaild.relay.daemons import LIMIT_NOFILE, OPENDKIM_LOG, TURN_USER, relay_daemons
 from chatmaild.relay.nginx import STREAM_MODULE
 from chatmaild.relay.opendkim import signing_layout, zone_line
 from chatmaild.relay.peering import Peering
 from chatmaild.relay.processes import pid_alive, read_pid
 from chatmaild.relay.render import local_layout, push_script_text, render_relay, substitute
 from chatmaild.relay.webcert import host_names, relay_names
+from chatmaild.turn import secretdb
 
 APT_PACKAGES = ["postfix", "dovecot-core", "dovecot-imapd", "dovecot-lmtpd", "opendkim"]
-APT_PACKAGES += ["bubblewrap", "nginx", "libnginx-mod-stream"]
+APT_PACKAGES += ["bubblewrap", "nginx", "libnginx-mod-stream", "coturn"]
 REQUIRED_FILES = [
     "/usr/sbin/postfix",
     "/usr/sbin/dovecot",
@@ -42,6 +43,7 @@ REQUIRED_FILES = [
     "/usr/bin/bwrap",
     "/usr/sbin/nginx",
     STREAM_MODULE,
+    "/usr/bin/turnserver",
 ]
 VMAIL = "vmail"
 # `_`: Delta Chat skips the certificate chain check (not the name check) for host names
@@ -55,9 +57,13 @@ NGINX_PORTS = (443, 8443, 8484)
 NGINX_USER = "www-data"
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
+# a supervised daemon: filtermail lets sessions in flight finish (10 s) before it stops
+DAEMON_STOP_TIMEOUT = 15.0
 # Postfix', Dovecot's and nginx's masters stop their children first
 MASTER_STOP_TIMEOUT = NGINX_STOP_TIMEOUT = 10.0
+COTURN_LOG = "coturn.log"
 REPO_ROOT = Path(__file__).resolve().parents[2]
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 class RelayError(Exception):
@@ -293,7 +299,10 @@ class Relay:
             address=self.config.mail_domain if self.config.ipv4_relay else None,
         )
         if self.peering is not None:
-            self.layout = dataclasses.replace(self.layout, **self.peering.layout_changes())
+            changes = self.peering.layout_changes(self.layout)
+            self.layout = dataclasses.replace(self.layout, **changes)
+            turn = dataclasses.replace(self.layout.turn, **self.peering.turn_changes())
+            self.layout = dataclasses.replace(self.layout, turn=turn)
 
     # -- running commands ---------------------------------------------------------------
 
@@ -323,24 +332,26 @@ class Relay:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def _as_vmail_prefix(self):
-        """setpriv argv that runs a command as vmail.
+    def _as_user_prefix(self, user):
+        """setpriv argv that runs a command as `user` (vmail, or turnserver for chatmail-turn).
 
-        The interpreter or the checkout may sit where vmail cannot read (e.g. a Python
+        The interpreter or the checkout may sit where that user cannot read (e.g. a Python
         under /root): then the daemons keep CAP_DAC_READ_SEARCH (read-only access) and
         nothing more.
         """
-        if self._daemon_prefix is not None:
-            return self._daemon_prefix
-        base = ["setpriv", f"--reuid={VMAIL}", f"--regid={VMAIL}", "--init-groups"]
+        if self._daemon_prefix is None:
+            self._daemon_prefix = {}
+        if user in self._daemon_prefix:
+            return self._daemon_prefix[user]
+        base = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
         probe = [sys.executable, "-c", "import chatmaild.relay"]
         ok = subprocess.run(
             [*base, *probe], env=self._daemon_env(), capture_output=True, check=False
         )
         if ok.returncode != 0:
             base += ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
-            self.log(f"note: {sys.executable} is not readable by {VMAIL}; daemons keep read access")
-        self._daemon_prefix = base
+            self.log(f"note: {sys.executable} is not readable by {user}; daemons keep read access")
+        self._daemon_prefix[user] = base
         return base
 
     # -- preparing ----------------------------------------------------------------------
@@ -386,7 +397,7 @@ class Relay:
             os.chown(sock.parent, vmail.pw_uid, vmail.pw_gid)
         config.mailboxes_dir.mkdir(parents=True, exist_ok=True)
         os.chown(config.mailboxes_dir, vmail.pw_uid, vmail.pw_gid)
-        for name in ("filtermail-outgoing", "filtermail-incoming"):
+        for name in ("filtermail-outgoing", "filtermail-incoming", "filtermail-transport"):
             (self.log_dir / f"{name}.log").touch()
         # chatmail-logmetrics (as vmail) follows the Postfix and Dovecot logs: create them
         # readable by group vmail (Dovecot would create its log 0600 root; both keep the
@@ -406,7 +417,9 @@ class Relay:
         for path, text in render_relay(config, layout).items():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
+        self._write_checkpassword_wrapper()
         self._prepare_web(vmail)
+        self._prepare_turn()
         if self.ca_dir is not None:
             names = relay_names(config.mail_domain)
             if self.peering is not None:
@@ -423,12 +436,81 @@ class Relay:
         if dkim is not None:
             self._run(dkimrun.check_argv(dkim), "opendkim -n (configuration check)")
 
+    def _write_checkpassword_wrapper(self):
+        """The program of Dovecot's checkpassword passdb (account creation): Dovecot's auth
+        process runs it as vmail, without capabilities, so it needs an interpreter vmail can
+        execute and this checkout on its path (it imports only the standard library)."""
+        wrapper = Path(self.layout.checkpassword_command)
+        env = {"PYTHONPATH": str(REPO_ROOT), "PATH": os.defpath}
+        probe = 'exec "$0" -s -c "import chatmaild.doveauth.checkpassword"'
+        # through a shell, as Dovecot runs it (setpriv itself may still reach the binary)
+        as_vmail = ["setpriv", f"--reuid={VMAIL}", f"--regid={VMAIL}", "--init-groups"]
+        for python in (sys.executable, SYSTEM_PYTHON):
+            ok = subprocess.run(
+                [*as_vmail, "/bin/sh", "-c", probe, python],
+                env=env,
+                capture_output=True,
+                check=False,
+            )
+            if ok.returncode == 0:
+                break
+        else:
+            raise RelayError(
+                f"{VMAIL} cannot run {sys.executable} or {SYSTEM_PYTHON} with {REPO_ROOT}"
+                " on its path: Dovecot's checkpassword (account creation) would fail"
+            )
+        wrapper.write_text(
+            "#!/bin/sh\n# Dovecot's checkpassword passdb: creates accounts on a first login.\n"
+            f"PYTHONPATH={REPO_ROOT} exec {python} -s -m chatmaild.doveauth.checkpassword"
+            ' "$@"\n'
+        )
+        os.chmod(wrapper, 0o755)
+
     def _make_netns(self):
         """The namespace, its hosts file and, for an IP-only relay, its address on lo."""
         names = [*host_names(self.config.mail_domain), socket.gethostname()]
         netns_mod.create(self.netns, names)
         if self.config.ipv4_relay:
             netns_mod.add_address(self.netns, self.config.mail_domain)
+
+    def _prepare_turn(self):
+        """coturn's secret (made once, as on a server), pid and log files, and the socket
+        directory of chatmail-turn, all owned by coturn's user."""
+        turn = self.layout.turn
+        if turn is None:
+            return
+        user = pwd.getpwnam(TURN_USER)
+        secretdb.ensure_secret(self.config.turn_db_path, self.config.mail_domain, TURN_USER)
+        coturn_log = turn.log_file or self.log_dir / COTURN_LOG
+        coturn_log.touch()
+        os.chown(coturn_log, user.pw_uid, user.pw_gid)
+        for d in (turn.pid_file.parent, self.config.turn_socket_path.parent):
+            d.mkdir(parents=True, exist_ok=True)
+            os.chown(d, user.pw_uid, user.pw_gid)
+
+    def start_coturn(self):
+        """coturn in the relay's namespace as its own user (it stays in the foreground, so the
+        recorded pid is coturn's: setpriv and `ip netns exec` exec it)."""
+        turn = self.layout.turn
+        turn.pid_file.unlink(missing_ok=True)
+        argv = ["setpriv", f"--reuid={TURN_USER}", f"--regid={TURN_USER}", "--init-groups"]
+        argv += ["turnserver", "-c", str(turn.conf)]
+        with open(self.log_dir / "coturn.stderr", "ab") as out:
+            proc = subprocess.Popen(
+                self.in_netns(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+        self.pids["coturn"] = proc.pid
+        self._save_state()
+
+    def restart_coturn(self):
+        """Stop coturn and start it again; returns when it listens again."""
+        self.stop_daemon("coturn")
+        self.start_coturn()
+        self.wait_ready(only="coturn")
 
     @property
     def dkim(self):
@@ -446,10 +528,39 @@ class Relay:
 
     # -- starting -----------------------------------------------------------------------
 
+    def daemon_pid_file(self, name):
+        return self.state_dir / "run" / "supervise" / f"{name}.pid"
+
+    def daemon_pid(self, name):
+        """The pid of daemon `name` itself (its supervisor's child), None while it is down."""
+        return read_pid(self.daemon_pid_file(name))
+
     def start_daemon(self, daemon):
+        """Start `daemon` under its supervisor (supervise.py), which restarts it when it dies
+        and gives it the units' descriptor limit; `pids` records the supervisor."""
         log_path = self.log_dir / f"{daemon.name}.log"
+        pid_file = self.daemon_pid_file(daemon.name)
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        supervisor = [
+            sys.executable,
+            "-m",
+            "chatmaild.relay.supervise",
+            f"--name={daemon.name}",
+            f"--pid-file={pid_file}",
+            f"--nofile={LIMIT_NOFILE}",
+            f"--stop-timeout={DAEMON_STOP_TIMEOUT - 2}",
+            "--",
+        ]
         argv = self.in_netns(
-            [*self._as_vmail_prefix(), sys.executable, "-m", daemon.module, *daemon.args]
+            [
+                *supervisor,
+                *self._as_user_prefix(daemon.user),
+                "--pdeathsig=TERM",  # the daemon ends with its supervisor, even on SIGKILL
+                sys.executable,
+                "-m",
+                daemon.module,
+                *daemon.args,
+            ]
         )
         with open(log_path, "ab") as out:
             proc = subprocess.Popen(
@@ -457,7 +568,7 @@ class Relay:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
-                env=self._daemon_env(),
+                env={**self._daemon_env(), **dict(daemon.env)},
                 start_new_session=True,
             )
         self.pids[daemon.name] = proc.pid
@@ -520,6 +631,8 @@ class Relay:
             self._save_state()
             if self.dkim is not None:
                 self.start_opendkim()
+            if self.layout.turn is not None:
+                self.start_coturn()
             dovecot_conf = self.layout.dovecot_config_dir / "dovecot.conf"
             self._run(self.in_netns(["dovecot", "-c", str(dovecot_conf)]), "dovecot start")
             self._run(self.postfix_argv("start"), "postfix start")
@@ -561,6 +674,8 @@ class Relay:
             checks.append((f"postfix:{port}", port_open(port)))
         for port in NGINX_PORTS:
             checks.append((f"nginx:{port}", port_open(port)))
+        if self.layout.turn is not None:
+            checks.append(("coturn", port_open(self.config.turn_port)))
         return checks
 
     def _endpoint_check(self, spec):
@@ -606,11 +721,16 @@ class Relay:
     def _hint(self, name):
         """What the command line of recorded process `name` contains while it is ours."""
         modules = {d.name: d.module for d in self.daemons()} if self.config else {}
+        modules["coturn"] = "turnserver"
         return modules.get(name, name.split("-")[0])
 
     def _stop_pid(self, name, pid):
-        if processes.stop(pid, self._hint(name), STOP_TIMEOUT) is False:
+        timeout = DAEMON_STOP_TIMEOUT if name in self._supervised() else STOP_TIMEOUT
+        if processes.stop(pid, self._hint(name), timeout) is False:
             self.log(f"{name} did not stop on SIGTERM: killed it")
+
+    def _supervised(self):
+        return {d.name for d in self.daemons()} if self.config else set()
 
     def stop_daemon(self, name):
         pid = self.pids.pop(name, None)
@@ -769,6 +889,14 @@ class Relay:
             )
         elif c.ipv4_relay:
             dkim = "\n\nDKIM: an IP-only relay signs nothing (no OpenDKIM)."
+        turn = ""
+        if self.layout.turn is not None:
+            low, high = c.turn_relay_ports
+            turn = (
+                f"\n\nTURN (calls): coturn on {c.mail_domain}:{c.turn_port} (UDP/TCP), relaying"
+                f" UDP {low}-{high}; credentials from chatmail-turn on {c.turn_socket_path}"
+                f"\n  /shared/admin: {c.admin_contact}"
+            )
         iroh = ""
         if c.iroh_relay_listen and "iroh-relay" not in self.skipped:
             advertised = c.iroh_relay or "(nothing: iroh_relay is empty)"
@@ -805,7 +933,7 @@ Or by hand (advanced login settings):
 Web front (nginx): https://{c.mail_domain}/ (website, autoconfig, MTA-STS);
   a new account: {curl} -X POST https://{c.mail_domain}/new
   port 443 also carries IMAP and SMTP for clients that offer ALPN imap/smtp\
-{iroh}{metrics}{dkim}{skipped}
+{iroh}{metrics}{dkim}{turn}{skipped}
 
 Stop it with: {self.stop_command()}"""
 

@@ -138,3 +138,11 @@ plugin {
 
 def imap_compress_or_hibernate(config):
     return COMPRESS if config.imap_compress else HIBERNATE
+
+
+def creatable_users(config):
+    """Dovecot `username_filter` of the checkpassword passdb: the addresses whose local part
+    has an allowed length in the mail domain (one `?` per character). Logins of any other
+    unknown user fail in the dict passdb without starting the checkpassword program."""
+    lengths = range(config.username_min_length, config.username_max_length + 1)
+    return " ".join("?" * n + "@" + config.address_domain for n in lengths)
