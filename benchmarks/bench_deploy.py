@@ -3,9 +3,10 @@ container (tests/e2e_deploy/harness.py, pebble as the ACME server).
 
 Prints: the time to build or reuse the cached base and package layer, the container's boot,
 the first run (bare container to relay, certificate included), a run that changes nothing,
-`--tags verify`, the resident memory of the whole relay at idle (every process in the
-container, and per systemd unit) and the `systemd-analyze security` exposure of every unit of
-systemd/ and every monitoring service. As root: `python benchmarks/bench_deploy.py [--json]`.
+`--tags verify`, the resident memory of the whole relay at idle (RSS summed per systemd
+unit, and PSS of every process in the container) and the `systemd-analyze security`
+exposure of every unit of systemd/ and every monitoring service.
+As root: `python benchmarks/bench_deploy.py [--json]`.
 """
 
 import argparse
@@ -42,9 +43,15 @@ def rss_by_unit(d):
     return dict(sorted(per.items(), key=lambda kv: -kv[1]))
 
 
+def pss_total_kib(d):
+    """Proportional set size of every process (shared pages counted once overall)."""
+    script = "for p in /proc/[0-9]*; do awk '/^Pss:/ {print $2}' $p/smaps_rollup 2>/dev/null; done"
+    return sum(int(x) for x in d.container.sh(script).stdout.split())
+
+
 def security(d):
     units = sorted(p.name for p in (ROOT / "systemd").glob("*.service"))
-    units += [f"{m}.service" for m in MONITORING]
+    units += [f"{m}.service" for m in MONITORING] + ["coturn.service"]
     scores = {}
     for unit in units:
         out = d.container.run(["systemd-analyze", "security", "--no-pager", unit], check=False)
@@ -77,7 +84,10 @@ def main():
         res["verify_s"] = round(verify.seconds, 1)
         time.sleep(args.idle)
         per = rss_by_unit(d)
-        res["rss_total_mib"] = round(sum(per.values()) / 1024, 1)
+        res["rss_total_mib"] = round(
+            sum(per.values()) / 1024, 1
+        )  # shared pages counted per process
+        res["pss_total_mib"] = round(pss_total_kib(d) / 1024, 1)
         res["rss_by_unit_mib"] = {u: round(k / 1024, 1) for u, k in per.items()}
         res["security_exposure"] = security(d)
     finally:

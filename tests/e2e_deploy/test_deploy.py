@@ -26,7 +26,7 @@ MONITORING = (
     "prometheus-nginx-exporter",
     "prometheus-postfix-exporter",
 )
-OPEN_TCP = (25, 80, 143, 443, 465, 587, 993)
+OPEN_TCP = (25, 80, 143, 443, 465, 587, 993, 3478)  # 3478: coturn (TURN)
 LOOPBACK_ONLY = (10080, 3903, 9090)
 
 
@@ -165,9 +165,16 @@ def test_firewall_lets_in_the_relay_ports_only(deployment):
 EXPOSURE = re.compile(r"Overall exposure level for (\S+): (\d+\.\d+)")
 
 
-def test_systemd_security_of_our_units_and_monitoring(deployment):
+def test_systemd_security_of_our_units_monitoring_and_coturn(deployment):
     units = [u for u in _our_units(deployment) if u.endswith(".service")]
     units += [f"{m}.service" for m in MONITORING]
+    # and every other installed service that systemd/dropins/ hardens (coturn)
+    for dropin in sorted((ROOT / "systemd" / "dropins").iterdir()):
+        unit = dropin.name.removesuffix(".d")
+        installed = deployment.container.run(["systemctl", "cat", unit], check=False)
+        if unit not in units and installed.returncode == 0:
+            units.append(unit)
+    assert "coturn.service" in units
     scores = {}
     for unit in units:
         out = deployment.container.run(
