@@ -382,3 +382,45 @@ def test_upgrade_keeps_mailboxes_passwords_and_the_dkim_key(deployment, account,
     )
     c.run(["/usr/bin/python3", "-c", login, addr, password])
     assert deployment.play("--tags", "verify", checkout=newer).rc == 0
+
+
+FAKE_MTAIL = """[Unit]
+Description=stand-in for upstream's mtail (cmdeploy)
+
+[Service]
+ExecStart=/bin/sleep infinity
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def test_migration_from_upstream_cmdeploy(deployment):
+    """A host as upstream's cmdeploy leaves it: a venv directory (not our symlink) with the
+    units of the same names pointing into it, mtail running, upstream's cron job. The
+    playbook switches it over; mailboxes and the DKIM key are kept."""
+    c = deployment.container
+    key = _sha(deployment, "/etc/dkimkeys/opendkim.private")
+    mailboxes = c.run(["ls", f"/home/vmail/mail/{deployment.domain}"]).stdout
+    target = c.run(["readlink", "-f", "/usr/local/lib/chatmaild/venv"]).stdout.strip()
+    c.sh(
+        "rm /usr/local/lib/chatmaild/venv"
+        f" && cp -a {target} /usr/local/lib/chatmaild/venv"
+        " && echo '0 3 * * * root true' > /etc/cron.d/expunge"
+    )
+    c.run(["tee", "/etc/systemd/system/mtail.service"], input=FAKE_MTAIL)
+    c.run(["systemctl", "daemon-reload"])
+    c.run(["systemctl", "enable", "--now", "mtail.service"])
+    try:
+        run = deployment.play()
+        assert run.rc == 0, run.output[-4000:]
+        assert c.run(["systemctl", "is-active", "mtail"], check=False).stdout.strip() != "active"
+        assert c.run(["systemctl", "is-enabled", "mtail"], check=False).stdout.strip() != "enabled"
+        assert c.run(["test", "-e", "/etc/cron.d/expunge"], check=False).returncode != 0
+        c.run(["test", "-d", "/usr/local/lib/chatmaild/venv.cmdeploy"])
+        assert "/venvs/" in c.run(["readlink", "/usr/local/lib/chatmaild/venv"]).stdout
+        assert key == _sha(deployment, "/etc/dkimkeys/opendkim.private")
+        assert mailboxes == c.run(["ls", f"/home/vmail/mail/{deployment.domain}"]).stdout
+        assert deployment.play("--tags", "verify").rc == 0
+    finally:
+        c.sh("rm -f /etc/systemd/system/mtail.service; systemctl daemon-reload", check=False)
