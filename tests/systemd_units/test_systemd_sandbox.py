@@ -532,7 +532,8 @@ def test_chatmail_turn_serves_credentials_in_its_sandbox(layout, tmp_path):
     )
     try:
         sock = daemon.inside("/run/chatmail-turn/turn.socket")
-        wait_for(sock.exists, "turn.socket to appear", daemon)
+        # the file appears at bind(), before listen(): ready when it accepts a connection
+        wait_for(lambda: _unix_accepts(sock), "turn.socket to accept connections", daemon)
         assert stat.S_IMODE(os.stat(sock).st_mode) == 0o666
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(10)
@@ -686,3 +687,13 @@ def test_iroh_relay_forwards_in_its_sandbox(layout, tmp_path):
         assert_confined(daemon, user)
     finally:
         daemon.stop()
+
+
+def _unix_accepts(path):
+    """Whether the unix stream socket at `path` accepts a connection."""
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
