@@ -382,19 +382,24 @@ def test_daemon_serves_relay_and_metrics(tmp_path):
     assert proc.returncode in (0, -15)
 
 
+def _daemon_run_to_exit(tmp_path, params):
+    """Run the daemon on an ini of mail_domain x.org plus `params` until it exits."""
+    ini = tmp_path / "chatmail.ini"
+    ini.write_text(f"[params]\nmail_domain = x.org\n{params}")
+    return subprocess.run(
+        [sys.executable, "-m", "chatmaild.irohrelay", str(ini)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def test_daemon_refuses_a_taken_port(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        ini = tmp_path / "chatmail.ini"
-        ini.write_text(f"[params]\nmail_domain = x.org\niroh_relay_listen = 127.0.0.1:{port}\n")
-        result = subprocess.run(
-            [sys.executable, "-m", "chatmaild.irohrelay", str(ini)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = _daemon_run_to_exit(tmp_path, f"iroh_relay_listen = 127.0.0.1:{port}\n")
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
@@ -404,14 +409,7 @@ def test_daemon_refuses_a_taken_port(tmp_path):
     [("iroh_relay_listen", "3340"), ("iroh_relay_max_clients", "many"), ("metrics_irohrelay", "x")],
 )
 def test_daemon_refuses_bad_ini_values(tmp_path, key, value):
-    ini = tmp_path / "chatmail.ini"
-    ini.write_text(f"[params]\nmail_domain = x.org\n{key} = {value}\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "chatmaild.irohrelay", str(ini)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = _daemon_run_to_exit(tmp_path, f"{key} = {value}\n")
     assert result.returncode == 2
     assert key in result.stderr and repr(value) in result.stderr
 
