@@ -56,14 +56,17 @@ def wait_until(predicate, what, timeout=WAIT_TIMEOUT, interval=0.1):
 
 
 def _new_format_packet(tag, body):
-    assert len(body) < 192
-    return bytes([0xC0 | tag, len(body)]) + body
+    """A new-format packet (RFC 4880 4.2.2): a one-octet length below 192, else five octets."""
+    if len(body) < 192:
+        return bytes([0xC0 | tag, len(body)]) + body
+    return bytes([0xC0 | tag, 0xFF]) + len(body).to_bytes(4, "big") + body
 
 
-def pgp_message_armor():
-    """An ASCII-armored OpenPGP message: one PKESK, then one SEIPD ending at the last byte."""
+def pgp_message_armor(payload_size=100):
+    """An ASCII-armored OpenPGP message: one PKESK, then one SEIPD ending at the last byte
+    whose encrypted payload is `payload_size` random bytes."""
     pkesk = _new_format_packet(1, b"\x03" + os.urandom(8) + b"\x12" + os.urandom(40))
-    seipd = _new_format_packet(18, b"\x01" + os.urandom(100))
+    seipd = _new_format_packet(18, b"\x01" + os.urandom(payload_size))
     b64 = base64.b64encode(pkesk + seipd).decode()
     lines = [b64[i : i + 64] for i in range(0, len(b64), 64)]
     armor = ["-----BEGIN PGP MESSAGE-----", "", *lines, "-----END PGP MESSAGE-----", ""]
@@ -83,8 +86,9 @@ def _headers(mail_from, to, subject, marker, extra=()):
     ]
 
 
-def encrypted_message(mail_from, to, marker=None):
-    """(marker, bytes) of an RFC 3156 multipart/encrypted message."""
+def encrypted_message(mail_from, to, marker=None, payload_size=100):
+    """(marker, bytes) of an RFC 3156 multipart/encrypted message (OpenPGP payload of
+    about `payload_size` bytes)."""
     marker = marker or uuid.uuid4().hex
     boundary = "b-" + uuid.uuid4().hex
     head = _headers(
@@ -107,7 +111,7 @@ def encrypted_message(mail_from, to, marker=None):
         f"--{boundary}",
         'Content-Type: application/octet-stream; name="encrypted.asc"',
         "",
-        pgp_message_armor().rstrip("\r\n"),
+        pgp_message_armor(payload_size).rstrip("\r\n"),
         "",
         f"--{boundary}--",
         "",
