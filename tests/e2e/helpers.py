@@ -19,6 +19,7 @@ import time
 import uuid
 from email.utils import formatdate
 
+from chatmaild.metrics.scrape import samples
 from chatmaild.relay.netns import entered
 
 WAIT_TIMEOUT = 30.0
@@ -304,3 +305,28 @@ class RelayClients:
 
     def log_text(self, name):
         return (self.relay.log_dir / name).read_text(errors="replace")
+
+
+# -- metrics ----------------------------------------------------------------------------
+
+
+class Endpoints:
+    """Scrapes of every metrics endpoint of a relay (`relay.relay` its Relay), from inside
+    its namespace."""
+
+    def __init__(self, relay):
+        self.relay = relay
+        self.specs = {d.name: d.metrics for d in relay.relay.daemons() if d.metrics}
+
+    def scrape(self, name):
+        with entered(self.relay.netns):
+            return samples(self.specs[name])
+
+    def all(self):
+        return {name: self.scrape(name) for name in self.specs}
+
+
+def value(scraped, name, **labels):
+    """The sample `name{labels}` of a scrape; 0.0 where it is absent."""
+    key = (name, tuple(sorted(labels.items())))
+    return scraped.get(key, 0.0)
