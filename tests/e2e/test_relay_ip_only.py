@@ -9,7 +9,6 @@ incoming, with its DKIM check on, takes `From: x@[A]` on port 25 only from addre
 
 import json
 import shlex
-import shutil
 import smtplib
 import subprocess
 import tempfile
@@ -21,7 +20,7 @@ import pytest
 from chatmaild.relay.instance import Relay
 from chatmaild.relay.netns import entered
 
-from .conftest import relay_prerequisites
+from .conftest import relay_cli, relay_cli_cleanup, relay_prerequisites
 from .helpers import (
     RelayClients,
     client_tls,
@@ -30,7 +29,7 @@ from .helpers import (
     wait_until,
 )
 from .test_relay_web import _padlocked_messages_both_ways, _rpc_server_binary
-from conftest import daemon_argv, daemon_env, require_tool, write_ini
+from conftest import daemon_env, require_tool, write_ini
 
 ADDRESS = "10.199.0.1"
 OTHER_RELAY = "10.199.0.2"  # a second address in the namespace: "another IP-only relay"
@@ -72,16 +71,7 @@ def ip_relay():
         min_available_memory="1K",
         min_free_disk_space="1K",
     )
-    up = subprocess.run(
-        daemon_argv(
-            "chatmaild.relay", "up", "--config", ini, "--state-dir", state, "--netns", netns
-        ),
-        env=daemon_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    up = relay_cli("up", "--config", ini, "--state-dir", state, "--netns", netns)
     try:
         assert up.returncode == 0, up.stderr
         relay = Relay.from_state(state, log=lambda _: None)
@@ -90,14 +80,7 @@ def ip_relay():
         )
         yield IpRelay(relay, up.stdout)
     finally:
-        if (state / "relay.json").exists():
-            subprocess.run(
-                daemon_argv("chatmaild.relay", "down", "--state-dir", state),
-                env=daemon_env(),
-                capture_output=True,
-                check=False,
-            )
-        shutil.rmtree(state, ignore_errors=True)
+        relay_cli_cleanup(state)
 
 
 def _new_account(ip_relay):
