@@ -35,6 +35,17 @@ table inet chatmaild_iroh_test {
 """
 
 
+def drop_udp_but_dns(netns):
+    """nft in `netns`: every UDP datagram but DNS is dropped (and counted)."""
+    subprocess.run(
+        [*exec_prefix(netns), "nft", "-f", "-"],
+        input=NFT_DROP_UDP,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+
+
 @pytest.fixture(scope="module")
 def iroh_relay():
     require_tool("nft")
@@ -44,13 +55,7 @@ def iroh_relay():
     ) as instance:
         relay = E2ERelay(instance, notifications=None)
         relay.require_daemons("doveauth", "metadata", "filtermail-outgoing", "iroh-relay")
-        subprocess.run(
-            [*exec_prefix(relay.netns), "nft", "-f", "-"],
-            input=NFT_DROP_UDP,
-            text=True,
-            check=True,
-            timeout=30,
-        )
+        drop_udp_but_dns(relay.netns)
         yield relay
 
 

@@ -11,17 +11,15 @@ forwarded.
 """
 
 import os
-import subprocess
 import tempfile
 
 import pytest
 from e2e.conftest import brought_up, relay_prerequisites
 from e2e.deltachat_helpers import deltachat_per_side, realtime_exchange, xdc_shared
 from e2e.helpers import Endpoints, value
-from e2e.test_relay_iroh import CHUNK, CHUNKS, NFT_DROP_UDP, _account
+from e2e.test_relay_iroh import CHUNK, CHUNKS, _account, drop_udp_but_dns
 
 from chatmaild.relay.federation import RelayPair
-from chatmaild.relay.netns import exec_prefix
 
 from .helpers import Side
 from conftest import require_tool
@@ -55,13 +53,7 @@ def iroh_pair():
         for relay in pair.relays:
             for name in DAEMONS:
                 require(name not in relay.skipped, f"daemon {name} in this checkout")
-            subprocess.run(
-                [*exec_prefix(relay.netns), "nft", "-f", "-"],
-                input=NFT_DROP_UDP,
-                text=True,
-                check=True,
-                timeout=30,
-            )
+            drop_udp_but_dns(relay.netns)
         yield Sides(pair)
 
 
