@@ -28,6 +28,7 @@ from chatmaild.relay import testca
 from chatmaild.relay.netns import entered, exec_prefix, tcp_port_open
 
 from .conftest import E2ERelay, running_relay
+from .deltachat_helpers import chat_with, secure_join
 from .helpers import client_tls, random_local_part
 from .web_helpers import Web, http2_first_frame_type, read_line, run_in_netns, tls_connect
 from conftest import require_tool
@@ -380,13 +381,11 @@ def _rpc(netns, accounts_dir, stderr, prefix=(), server=None):
 def _padlocked_messages_both_ways(alice, bob):
     """Secure-join, then an encrypted message each way; both show the padlock."""
     alice_addr, bob_addr = (a.get_config("configured_addr") for a in (alice, bob))
-    bob.secure_join(alice.get_qr_code())
-    alice.wait_for_securejoin_inviter_success()
-    bob.wait_for_securejoin_joiner_success()
-    alice.get_chat_by_contact(alice.get_contact_by_addr(bob_addr)).send_text("hello bob")
+    secure_join(bob, alice)
+    chat_with(alice, bob_addr).send_text("hello bob")
     msg = bob.wait_for_incoming_msg().get_snapshot()
     assert msg.text == "hello bob" and msg.show_padlock
-    bob.get_chat_by_contact(bob.get_contact_by_addr(alice_addr)).send_text("hello alice")
+    chat_with(bob, alice_addr).send_text("hello alice")
     msg = alice.wait_for_incoming_msg().get_snapshot()
     assert msg.text == "hello alice" and msg.show_padlock
 
