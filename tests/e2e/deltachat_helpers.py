@@ -48,6 +48,39 @@ def rpc_in_netns(netns, accounts_dir, stderr):
     )
 
 
+def rpc_server_binary():
+    """The native deltachat-rpc-server of the installed wheel (not the console script)."""
+    try:
+        import deltachat_rpc_server
+    except ImportError:
+        from conftest import require
+
+        require(False, "deltachat-rpc-server (test extras)")
+    return str(Path(deltachat_rpc_server.__file__).parent / "deltachat-rpc-server")
+
+
+def rpc_under(prefix, accounts_dir, stderr, server=None, env=None):
+    """An Rpc (not started) for the native `server` (default: rpc_server_binary()) run
+    under the argv `prefix` (e.g. `ip netns exec NS`), environment `env` (default: ours)
+    with HOME the parent of `accounts_dir`."""
+    try:
+        from deltachat_rpc_client import Rpc
+    except ImportError:
+        from conftest import require
+
+        require(False, "deltachat-rpc-client (test extras)")
+    return Rpc(
+        accounts_dir=str(accounts_dir),
+        rpc_server_path=[*prefix, server or rpc_server_binary()],
+        stderr=stderr,
+        env={
+            **(os.environ if env is None else env),
+            "RUST_LOG": "warn",
+            "HOME": str(Path(accounts_dir).parent),
+        },
+    )
+
+
 @contextlib.contextmanager
 def deltachat_in_netns(netns, accounts_dir, stderr_path):
     """A DeltaChat of a running deltachat-rpc-server inside `netns` for the block (its

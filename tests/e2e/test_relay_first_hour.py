@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from .conftest import relay_cli, relay_cli_cleanup, relay_prerequisites
-from .test_relay_web import _padlocked_messages_both_ways, _rpc_server_binary
+from .deltachat_helpers import rpc_under
+from .test_relay_web import _padlocked_messages_both_ways
 from conftest import daemon_env, require_tool
 
 
@@ -43,7 +44,7 @@ def _printed(stdout, pattern):
 
 
 def test_one_tap_onboarding_exactly_as_printed(printed_relay, tmp_path):
-    from deltachat_rpc_client import DeltaChat, Rpc
+    from deltachat_rpc_client import DeltaChat
 
     stdout, state = printed_relay
     url = _printed(stdout, r"open or scan\n  (dcaccount:\S+)\n")
@@ -54,12 +55,7 @@ def test_one_tap_onboarding_exactly_as_printed(printed_relay, tmp_path):
 
     with (
         open(tmp_path / "rpc.stderr", "wb") as stderr,
-        Rpc(
-            accounts_dir=str(tmp_path / "accounts"),
-            rpc_server_path=[*client, _rpc_server_binary()],
-            stderr=stderr,
-            env={**daemon_env(), "RUST_LOG": "warn", "HOME": str(tmp_path)},
-        ) as rpc,
+        rpc_under(client, tmp_path / "accounts", stderr, env=daemon_env()) as rpc,
     ):
         deltachat = DeltaChat(rpc)
         accounts = []

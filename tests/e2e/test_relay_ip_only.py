@@ -21,6 +21,7 @@ from chatmaild.relay.instance import Relay
 from chatmaild.relay.netns import entered
 
 from .conftest import relay_cli, relay_cli_cleanup, relay_prerequisites
+from .deltachat_helpers import rpc_under
 from .helpers import (
     RelayClients,
     client_tls,
@@ -28,7 +29,7 @@ from .helpers import (
     maildir_messages,
     wait_until,
 )
-from .test_relay_web import _padlocked_messages_both_ways, _rpc_server_binary
+from .test_relay_web import _padlocked_messages_both_ways
 from conftest import daemon_env, require_tool, write_ini
 
 ADDRESS = "10.199.0.1"
@@ -112,16 +113,13 @@ def test_new_hands_out_a_dclogin_url_naming_the_servers(ip_relay):
 
 
 def test_delta_chat_from_dclogin_urls_padlocked_both_ways(ip_relay, tmp_path):
-    from deltachat_rpc_client import DeltaChat, Rpc
+    from deltachat_rpc_client import DeltaChat
 
     assert not ip_relay.relay.skipped
     with (
         open(tmp_path / "rpc.stderr", "wb") as stderr,
-        Rpc(
-            accounts_dir=str(tmp_path / "accounts"),
-            rpc_server_path=["ip", "netns", "exec", ip_relay.netns, _rpc_server_binary()],
-            stderr=stderr,
-            env={**daemon_env(), "RUST_LOG": "warn", "HOME": str(tmp_path)},
+        rpc_under(
+            ["ip", "netns", "exec", ip_relay.netns], tmp_path / "accounts", stderr, env=daemon_env()
         ) as rpc,
     ):
         deltachat = DeltaChat(rpc)
