@@ -13,6 +13,9 @@ scenario has a request count and a time cap.
 Scenarios (issue 4): userdb lookups for existing users with one pipelined connection and with
 a new connection per request (Dovecot's usual pattern) at 1, 16 and 64 concurrent clients;
 account creations (first logins) at 1 and 16 clients; the same for lastlogin sets.
+Issue 19: creations at 16 clients use both cores (target 1,500/s on two), and lookups are
+still answered at once while they run ("doveauth lookup c=1 during create c=16": a single
+client's lookups, conn-per-request, while 16 clients create accounts).
 """
 
 import argparse
@@ -24,6 +27,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,7 +42,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 TARGETS = {
     "doveauth lookup conn-per-request c=16": ("rps", 7500),
     "doveauth lookup pipelined": ("rps", 60000),
-    "doveauth create c=16": ("rps", 800),
+    "doveauth create c=16": ("rps", 1500),
     "doveauth idle connection": ("rss_per_conn_bytes", 8192),
 }
 
@@ -112,6 +116,35 @@ def run_conn_per_request(daemon, requests, concurrency, cap_seconds):
         ),
         "client_cpu_s": round(load.client_cpu_s, 3),
         "peak_rss_bytes": daemon.status("VmHWM"),
+    }
+
+
+def run_lookups_during_creations(daemon, create_requests, lookup_requests, cap_seconds):
+    """Lookups from one client (connection per request) while 16 clients create accounts:
+    the lookups' latency, and the creations' rate meanwhile."""
+    creations = {}
+
+    def create():
+        creations["load"] = dictload.conn_per_request(
+            daemon.socket, create_requests, 16, cap_seconds, daemon.proc.pid
+        )
+
+    creator = threading.Thread(target=create)
+    creator.start()
+    time.sleep(0.5)  # the creations under way
+    lookups = dictload.conn_per_request(
+        daemon.socket, lookup_requests, 1, 3.0, daemon.proc.pid, processes=1, cycle=True
+    )
+    still_creating = creator.is_alive()
+    creator.join()
+    create = creations["load"]
+    return {
+        "lookups": lookups.done,
+        "errors": lookups.errors + create.errors,
+        "p50_ms": lookups.latency_ms(0.50),
+        "p99_ms": lookups.latency_ms(0.99),
+        "create_rps": create.rps,
+        "creations_outlasted_lookups": still_creating,
     }
 
 
@@ -233,6 +266,14 @@ def main():
                     for i in range(n(1000 if c == 1 else 8000))
                 ]
                 results[f"doveauth create c={c}"] = run_conn_per_request(auth, reqs, c, cap)
+            creates = [
+                HELLO + passdb_request(f"m16{i:06d}@{DOMAIN}", f"password-{i}")
+                for i in range(n(12000))
+            ]
+            lookups = [HELLO + userdb_request(addrs[i % len(addrs)]) for i in range(2000)]
+            results["doveauth lookup c=1 during create c=16"] = run_lookups_during_creations(
+                auth, creates, lookups, cap
+            )
             results["doveauth peak_rss_bytes"] = auth.status("VmHWM")
         finally:
             auth.stop()

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Two-relay throughput: relay A's submission (465) -> A's filtermail, queue and SMTP client
--> MX lookup -> B's port 25 over verified TLS -> B's filtermail incoming -> LMTP -> B's Maildir.
+"""Two-relay throughput: relay A's submission (465) -> A's filtermail, queue and transport
+service -> MX lookup -> HTTPS POST /mxdeliv to B (port 25 when that fails) over verified TLS
+-> B's filtermail incoming -> LMTP -> B's Maildir. (bench_transport.py compares the
+protocols from A's queue on.)
 
 Brings up a relay pair (chatmaild.relay.federation; root needed) with the per-sender rate
 limit raised, sends --messages encrypted mails (~1 KB, the e2e builders) from --sessions

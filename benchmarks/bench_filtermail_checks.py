@@ -26,6 +26,7 @@ TARGET_SIZES = {"4KB": 4_000, "50KB": 50_000, "1MB": 1_000_000}
 class NoPassthrough:
     passthrough_senders = ()
     passthrough_recipients = ()
+    admin_contact = "postmaster@chat.example"
 
 
 def build_message(target: int) -> bytes:

@@ -29,6 +29,7 @@ from chatmaild.metrics.logmetrics import LogMetrics  # noqa: E402
 class NoPassthrough:
     passthrough_senders = ()
     passthrough_recipients = ()
+    admin_contact = "postmaster@chat.example"
 
 
 def measure(func, seconds: float) -> float:

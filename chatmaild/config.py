@@ -129,6 +129,54 @@ def parse_cert_and_key(text):
     return tuple(Path(p) for p in parts)
 
 
+def parse_port_range(text):
+    """`49152-65535` -> (49152, 65535): the UDP ports coturn relays through."""
+    low, sep, high = text.strip().partition("-")
+    if not sep:
+        raise ValueError("expected a port range like 49152-65535")
+    low, high = parse_port(low), parse_port(high)
+    if low > high:
+        raise ValueError("expected the lower port first")
+    return (low, high)
+
+
+def parse_external_ip(text):
+    """`turn_external_ip`: empty, `PUBLIC` or `PUBLIC/PRIVATE` IP addresses (coturn's form)."""
+    value = text.strip()
+    for part in value.split("/") if value else ():
+        try:
+            ipaddress.ip_address(part)
+        except ValueError:
+            raise ValueError("expected an IP address, or PUBLIC/PRIVATE addresses") from None
+    if value.count("/") > 1:
+        raise ValueError("expected an IP address, or PUBLIC/PRIVATE addresses")
+    return value
+
+
+def parse_contact(text):
+    """`admin_contact`: an email address (published as mailto:) or an https: URL."""
+    value = text.strip()
+    if value.startswith("mailto:"):
+        value = value[len("mailto:") :]
+    if value.startswith("https://") and len(value) > len("https://"):
+        if any(c.isspace() for c in value):
+            raise ValueError("expected a URL without spaces")
+        return value
+    local, sep, domain = value.rpartition("@")
+    if not sep or not local or not domain or any(c.isspace() or c in "<>," for c in value):
+        raise ValueError("expected an email address or an https:// URL")
+    return value
+
+
+def address_domain_of(mail_domain):
+    """The domain part of the relay's addresses: `[1.2.3.4]` for an IP-only relay."""
+    try:
+        ipaddress.IPv4Address(mail_domain)
+    except ValueError:
+        return mail_domain
+    return f"[{mail_domain}]"
+
+
 def parse_domain(text):
     value = text.strip()
     if not value or any(c in value for c in "/@ \t\0") or value.startswith("."):
@@ -164,6 +212,11 @@ class Config:
     iroh_relay_listen: str
     iroh_relay_max_clients: int
     turn_socket_path: Path
+    turn_port: int
+    turn_relay_ports: tuple
+    turn_external_ip: str
+    turn_db_path: Path
+    admin_contact: str
     notification_url: str
     max_load_1m: float
     min_available_memory: int
@@ -175,9 +228,11 @@ class Config:
     metrics_metadata: str
     metrics_lastlogin: str
     metrics_logmetrics: str
+    metrics_filtermail_transport: str
     metrics_irohrelay: str
     filtermail_http_port_incoming: int
     filtermail_lmtp_port_transport: int
+    filtermail_transport_smtp_memory: int
     filtermail_dkim_check: bool
     filtermail_dkim_nameserver: tuple
     max_smtp_connections: int
@@ -217,9 +272,20 @@ SCHEMA = {
     "iroh_relay": (parse_str, lambda domain: f"https://{domain}"),
     # chatmail-iroh-relay: where it listens (nginx proxies /relay, /ping, /generate_204 to
     # it; empty: `relay up` does not run it) and how many clients it serves at once.
+    # metadata advertises iroh_relay only while GET /ping there answers 200 (empty: not
+    # probed, iroh_relay is served elsewhere).
     "iroh_relay_listen": (parse_listen, "127.0.0.1:3340"),
     "iroh_relay_max_clients": (parse_nonneg_int, "10000"),
     "turn_socket_path": (parse_path, "/run/chatmail-turn/turn.socket"),
+    # TURN (coturn, docs/turn.md): the port clients use (UDP and TCP), the UDP ports it
+    # relays through, the public IP address behind a NAT, the database holding the secret
+    "turn_port": (parse_port, "3478"),
+    "turn_relay_ports": (parse_port_range, "49152-65535"),
+    "turn_external_ip": (parse_external_ip, ""),
+    "turn_db_path": (parse_path, "/var/lib/chatmail-turn/turndb"),
+    # /shared/admin (IMAP METADATA): who runs the relay. An address on the relay itself
+    # gets a mailbox of its own (docs/turn.md, "Admin contact").
+    "admin_contact": (parse_contact, lambda domain: f"postmaster@{address_domain_of(domain)}"),
     "notification_url": (parse_str, "https://notifications.delta.chat/notify"),
     "max_load_1m": (parse_float, "5"),
     "min_available_memory": (parse_size, "200M"),
@@ -231,11 +297,14 @@ SCHEMA = {
     "metrics_metadata": (parse_listen, ""),
     "metrics_lastlogin": (parse_listen, ""),
     "metrics_logmetrics": (parse_listen, ""),
+    "metrics_filtermail_transport": (parse_listen, ""),
     "metrics_irohrelay": (parse_listen, ""),
-    # Upstream 1.12 keys. The mxdeliv (HTTP) and transport (LMTP) ports are accepted and
-    # rendered into nginx, but no service listens on them yet (docs/relay.md).
+    # Upstream 1.12 keys: the mxdeliv (HTTP, behind nginx) and transport (LMTP, Postfix's
+    # default_transport, chatmaild.transport) ports.
     "filtermail_http_port_incoming": (parse_port, "10082"),
     "filtermail_lmtp_port_transport": (parse_port, "10083"),
+    # Seconds a host stays SMTP-only after HTTPS failed and SMTP delivered (upstream: 30 min).
+    "filtermail_transport_smtp_memory": (parse_nonneg_int, "1800"),
     # DKIM verification of incoming mail; off only for tests, and then logged loudly.
     "filtermail_dkim_check": (parse_bool, "true"),
     # The resolver for DKIM keys: empty is /etc/resolv.conf; IP:PORT for tests and benchmarks.
@@ -295,12 +364,8 @@ def read_config(path):
     except ValueError as e:
         raise bad("mail_domain", params["mail_domain"], e) from None
 
-    try:
-        ipaddress.IPv4Address(mail_domain)
-        ipv4_relay = True
-    except ValueError:
-        ipv4_relay = False
-    address_domain = f"[{mail_domain}]" if ipv4_relay else mail_domain
+    address_domain = address_domain_of(mail_domain)
+    ipv4_relay = address_domain != mail_domain
 
     values = {}
     for key, (parser, default) in SCHEMA.items():

@@ -37,6 +37,8 @@ def meta_ini(tmp_path, **params):
         mailboxes_dir=tmp_path / "mailboxes",
         turn_socket_path=tmp_path / "turn.socket",
         notification_url="http://127.0.0.1:9/notify",
+        # no local iroh relay to probe: iroh_relay is advertised as it is
+        iroh_relay_listen="",
     )
     defaults.update(params)
     return write_ini(tmp_path / "chatmail.ini", mail_domain=DOMAIN, **defaults)

@@ -13,9 +13,9 @@ from dictproxy_helpers import dict_served
 
 from chatmaild.config import read_config
 from chatmaild.dictproxy import proto
-from chatmaild.doveauth import hashing
+from chatmaild.doveauth import hashing, sysres
 from chatmaild.doveauth.rules import Resources
-from chatmaild.doveauth.service import DoveauthService
+from chatmaild.doveauth.service import DoveauthService, worker_count
 
 from conftest import daemon_argv, daemon_env, write_ini
 
@@ -373,3 +373,72 @@ async def test_pipelined_unrelated_lookups_do_not_wait_for_a_creation(auth, stic
     created, existing_reply = await pipelined
     assert record(existing_reply)["addr"] == existing
     assert record((await other)[0]) == record(created)
+
+
+def test_salts_are_sixteen_crypt_characters_and_never_repeat():
+    salts = [hashing.make_salt() for _ in range(2000)]
+    assert len(set(salts)) == len(salts)
+    assert all(len(s) == 16 and set(s) <= set(hashing.SALT_ALPHABET) for s in salts)
+    # every character of the alphabet turns up (a mapping that dropped one would show)
+    assert set("".join(salts)) == set(hashing.SALT_ALPHABET)
+    stored = hashing.hash_password("longenough")
+    assert stored.startswith("{SHA512-CRYPT}$6$") and len(stored.split("$")[2]) == 16
+    assert hashing.verify_password("longenough", stored)
+
+
+def test_resource_readings_are_reused_for_a_second():
+    """CachedResources reads the machine again only when its reading is MAX_AGE old (or
+    for another directory); creations then cost no /proc parsing each."""
+    now = [100.0]
+    readings = []
+
+    def read(directory):
+        readings.append(directory)
+        return Resources(float(len(readings)), 1, 1)
+
+    cached = sysres.CachedResources(read, clock=lambda: now[0])
+    assert cached("/m").load_1m == 1.0
+    now[0] += sysres.MAX_AGE - 0.01
+    assert cached("/m").load_1m == 1.0 and readings == ["/m"]
+    now[0] += 0.01
+    assert cached("/m").load_1m == 2.0
+    assert cached("/other").load_1m == 3.0
+    assert readings == ["/m", "/m", "/other"]
+
+
+def test_the_default_resource_reader_is_the_cached_one(config):
+    service = DoveauthService(config)
+    assert isinstance(service._read_resources, sysres.CachedResources)
+    assert isinstance(service._read_resources(config.mailboxes_dir), Resources)
+
+
+@pytest.mark.parametrize("cpus, workers", [(1, 2), (2, 2), (8, 8)])
+def test_one_creation_thread_per_core_at_least_two(cpus, workers):
+    assert worker_count(cpus) == workers
+
+
+async def test_creations_run_in_parallel_threads(auth, monkeypatch):
+    """Creations on several connections hash at the same time (the hash releases the
+    interpreter lock), on at least as many threads as there are cores."""
+    inside = set()
+    peak = []
+    lock = threading.Lock()
+    real_hash = hashing.sha512_crypt
+
+    def counting(password, salt):
+        with lock:
+            inside.add(threading.get_ident())
+            peak.append(len(inside))
+        try:
+            time.sleep(0.05)
+            return real_hash(password, salt)
+        finally:
+            with lock:
+                inside.discard(threading.get_ident())
+
+    monkeypatch.setattr(hashing, "sha512_crypt", counting)
+    replies = await asyncio.gather(
+        *(auth.passdb(f"parallel{i}@{DOMAIN}", "longenough") for i in range(8))
+    )
+    assert all(record(r) for r in replies)
+    assert max(peak) >= min(8, worker_count())

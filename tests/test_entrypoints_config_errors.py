@@ -14,6 +14,8 @@ ENTRY_POINTS = [
     ("chatmaild.metadata", ["{tmp}/metadata.socket", "{ini}"]),
     ("chatmaild.housekeeping.expire", ["{ini}"]),
     ("chatmaild.housekeeping.fsreport", ["{ini}"]),
+    ("chatmaild.turn", ["serve", "{ini}"]),
+    ("chatmaild.turn", ["init-secret", "{ini}"]),
     ("chatmaild.irohrelay", ["{ini}"]),
 ]
 
@@ -22,6 +24,7 @@ BAD_VALUES = [
     {"filtermail_smtp_port": "70000"},
     {"max_mailbox_size": "500X"},
     {"max_user_send_burst_size": "ten"},
+    {"turn_relay_ports": "60000-50000"},
 ]
 
 

@@ -18,6 +18,7 @@ REJECT = "523 Encryption Needed: Invalid Unencrypted Mail"
 class NoPassthrough:
     passthrough_senders = ()
     passthrough_recipients = ()
+    admin_contact = "postmaster@chat.example"
 
 
 # file -> (recipients, outgoing reply, incoming reply with an enforcing recipient)

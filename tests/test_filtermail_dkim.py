@@ -1,10 +1,12 @@
 """The pure DKIM decision (chatmaild.filtermail.dkimcheck) and its SMTP verdicts (policy).
 
-Messages are signed here with dkimpy and fresh RSA 2048 keys, relaxed/simple like OpenDKIM;
-keys come from a dict of looked-up TXT records, as the fetcher would hand them over.
+Messages are signed here with dkimpy and fresh RSA 2048 or Ed25519 keys, relaxed/simple like
+OpenDKIM; keys come from a dict of looked-up TXT records, as the fetcher would hand them over.
+RFC 8463's own example checks Ed25519 (and RSA) against the RFC authors' signatures.
 """
 
 import base64
+import hashlib
 import random
 import re
 
@@ -12,12 +14,23 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from dkim_samples import SELECTOR, damaged, rsa_key, sign
+from dkim_samples import (
+    RFC8463_KEYS,
+    RFC8463_MESSAGE,
+    SELECTOR,
+    damaged,
+    ed25519_key,
+    rsa_key,
+    sign,
+)
 from filtermail_samples import armor, encrypt, encrypted_mail, plain_mail
 
 from chatmaild.filtermail.dkimcheck import (
     EXEMPT,
     FAIL,
+    MAX_FIELDS,
+    MAX_REASON,
+    MAX_TRIED,
     PASS,
     TEMPORARY,
     DkimResult,
@@ -27,9 +40,10 @@ from chatmaild.filtermail.dkimcheck import (
     parse_key,
     screen,
     select_key_record,
+    summarize,
     verify,
 )
-from chatmaild.filtermail.policy import Envelope, check_dkim
+from chatmaild.filtermail.policy import DKIM_LOG_SENDER, Envelope, check_dkim
 
 DOMAIN = "sender.example"
 FROM = f"alice@{DOMAIN}"
@@ -61,6 +75,8 @@ def message(sender=FROM, **extra) -> bytes:
 
 KEY = rsa_key("a")
 OTHER_KEY = rsa_key("b")
+ED_KEY = ed25519_key("a")
+OTHER_ED_KEY = ed25519_key("b")
 
 
 def test_valid_aligned_signature_passes():
@@ -445,28 +461,32 @@ TAMPERINGS = {
 }
 
 
+@pytest.mark.parametrize("kind", ["rsa", "ed25519"])
 @pytest.mark.parametrize("canon", [b"relaxed/simple", b"simple/simple", b"relaxed/relaxed"])
 @pytest.mark.parametrize("base", sorted(BASES))
 @pytest.mark.parametrize("tampering", sorted(TAMPERINGS))
-def test_agrees_with_dkimpy(canon, base, tampering):
-    """Our verification (dkimpy's canonicalization, OpenSSL's RSA) says pass exactly when
-    dkimpy's complete verifier does, whatever was changed after signing."""
+def test_agrees_with_dkimpy(kind, canon, base, tampering):
+    """Our verification (dkimpy's canonicalization, OpenSSL's RSA and Ed25519) says pass
+    exactly when dkimpy's complete verifier (Ed25519 by PyNaCl) does, whatever was changed
+    after signing."""
+    key = KEY if kind == "rsa" else ED_KEY
     header_c, body_c = canon.split(b"/")
     original = BASES[base]()
     signature = dkim.sign(
         original,
         SELECTOR.encode(),
         DOMAIN.encode(),
-        KEY.private_pem,
+        key.private_pem,
         canonicalize=(header_c, body_c),
+        signature_algorithm=key.algorithm,
     )
     mail = TAMPERINGS[tampering](signature + original)
-    record = KEY.record().encode()
+    record = key.record().encode()
     try:
         theirs = dkim.DKIM(mail).verify(dnsfunc=lambda name, timeout=5: record)
     except dkim.DKIMException:  # e.g. "body hash mismatch" is raised, not returned
         theirs = False
-    ours = decide(mail, published((DOMAIN, KEY)))
+    ours = decide(mail, published((DOMAIN, key)))
     assert (ours.outcome == PASS) == bool(theirs), ours
 
 
@@ -493,10 +513,11 @@ P = KEY.record().split("p=", 1)[1].encode()
         (b"v=DKIM1; k=rsa; p=", "key revoked (empty p=)"),
         (b"v=DKIM1; k=rsa", "key record without p="),
         (b"v=DKIM2; p=" + P, "key record v= is not DKIM1"),
-        (b"v=DKIM1; k=ed25519; p=" + P, "key type k=ed25519 not supported"),
+        (b"v=DKIM1; k=dsa; p=" + P, "key type k=dsa not supported"),
+        (b"v=DKIM1; k=ed25519; p=" + P, "key p= is not 32 bytes of an Ed25519 key"),
         (b"v=DKIM1; h=sha1; p=" + P, "key record does not allow sha256 (h=)"),
         (b"v=DKIM1; s=tlsrpt; p=" + P, "key record is not for email (s=)"),
-        (b"v=DKIM1; p=not!base64", "key p= is not an RSA public key"),
+        (b"v=DKIM1; p=not!base64", "key p= is not base64"),
         (b"v=DKIM1; p=" + base64.b64encode(b"junk"), "key p= is not an RSA public key"),
         (b"v=DKIM1; p", "malformed key record"),
     ],
@@ -558,3 +579,202 @@ def test_internationalized_from_domain_aligns_with_its_a_label():
     assert "bücher".encode() in mail
     signed = sign(mail, "xn--bcher-kva.example", KEY)
     assert decide(signed, published(("xn--bcher-kva.example", KEY))).outcome == PASS
+
+
+# -- ed25519-sha256 (RFC 8463) -------------------------------------------------------------------
+
+
+def rfc8463_keys(*selectors) -> dict:
+    """The example's published records, only those of `selectors` (the rest: no such name)."""
+    return {
+        name: KeyFound((record,))
+        for name, record in RFC8463_KEYS.items()
+        if name.split(".")[0] in selectors
+    }
+
+
+def test_rfc8463_example_verifies_with_its_ed25519_key_alone():
+    """RFC 8463 A.3, signed by the RFC's authors: the Ed25519 signature (tried first, it is
+    on top) passes with only the Ed25519 key published, the RSA one with only the RSA key."""
+    assert decide(RFC8463_MESSAGE, rfc8463_keys("brisbane")) == DkimResult(
+        PASS, "d=football.example.com s=brisbane"
+    )
+    assert decide(RFC8463_MESSAGE, rfc8463_keys("test")) == DkimResult(
+        PASS, "d=football.example.com s=test"
+    )
+
+
+def test_rfc8463_example_changed_fails():
+    tampered = RFC8463_MESSAGE.replace(b"Is dinner ready?", b"Is dinner ready!")
+    result = decide(tampered, rfc8463_keys("brisbane", "test"))
+    assert result.outcome == FAIL
+    assert "s=brisbane: signature did not verify" in result.reason
+    assert "s=test: signature did not verify" in result.reason
+
+
+def test_ed25519_only_mail_passes_with_its_published_key():
+    signed = sign(message(), DOMAIN, ED_KEY)
+    assert b"a=ed25519-sha256" in signed
+    assert decide(signed, published((DOMAIN, ED_KEY))) == DkimResult(
+        PASS, f"d={DOMAIN} s={SELECTOR}"
+    )
+
+
+def test_ed25519_signature_with_another_ed25519_key_published_fails():
+    signed = sign(message(), DOMAIN, OTHER_ED_KEY)
+    result = decide(signed, published((DOMAIN, ED_KEY)))
+    assert result == DkimResult(FAIL, f"d={DOMAIN} s={SELECTOR}: signature did not verify")
+
+
+@pytest.mark.parametrize(
+    "signing, published_key, reason",
+    [
+        (ED_KEY, KEY, "key type rsa does not fit a=ed25519-sha256"),
+        (KEY, ED_KEY, "key type ed25519 does not fit a=rsa-sha256"),
+    ],
+)
+def test_key_type_must_fit_the_algorithm(signing, published_key, reason):
+    result = decide(sign(message(), DOMAIN, signing), published((DOMAIN, published_key)))
+    assert result == DkimResult(FAIL, f"d={DOMAIN} s={SELECTOR}: {reason}")
+
+
+def test_ed25519_key_record_holds_the_raw_key_not_a_spki():
+    """RFC 8463 4.2: p= is the 32 bytes of the key; the SubjectPublicKeyInfo wrapping (44
+    bytes, as `openssl pkey -pubout` writes it) is refused."""
+    spki = serialization.load_der_public_key(
+        bytes.fromhex("302a300506032b6570032100") + ED_KEY.public_der
+    ).public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    record = b"v=DKIM1; k=ed25519; p=" + base64.b64encode(spki)
+    assert parse_key(record) == "key p= is not 32 bytes of an Ed25519 key"
+    assert not isinstance(parse_key(ED_KEY.record().encode()), str)
+
+
+def test_ed25519_signature_of_the_wrong_length_is_set_aside_without_a_key():
+    signed = sign(message(), DOMAIN, ED_KEY)
+    head, sep, rest = signed.partition(b" b=")
+    value_end = rest.index(b"\r\nFrom:")
+    short = head + sep + b"AAAA" + rest[value_end:]
+    screening = screen(short)
+    assert screening.key_names == ()
+    assert screening.result == DkimResult(FAIL, "signature 0: an Ed25519 signature is 64 bytes")
+
+
+def test_rsa_and_ed25519_signatures_on_one_message():
+    """A sender signing with both (RFC 8463 6): either key alone is enough."""
+    both = sign(sign(message(), DOMAIN, KEY, "rsa"), DOMAIN, ED_KEY, "ed")
+    assert decide(both, published((DOMAIN, ED_KEY, "ed"))).reason == f"d={DOMAIN} s=ed"
+    assert decide(both, published((DOMAIN, KEY, "rsa"))).reason == f"d={DOMAIN} s=rsa"
+
+
+# -- bounded work per message (RFC 6376 6.1) -----------------------------------------------------
+
+
+def many_signatures(count: int, base: bytes | None = None, key=OTHER_KEY) -> bytes:
+    """`count` aligned signatures with a right body hash, selectors s0.. (s0 on top)."""
+    mail = base if base is not None else message()
+    for i in reversed(range(count)):
+        mail = sign(mail, DOMAIN, key, f"s{i}")
+    return mail
+
+
+def test_at_most_max_tried_keys_are_fetched_for_many_aligned_signatures():
+    mail = many_signatures(50)
+    screening = screen(mail)
+    assert screening.key_names == tuple(f"s{i}._domainkey.{DOMAIN}" for i in range(MAX_TRIED))
+    result = decide(mail, published((DOMAIN, KEY, "s49")))  # the good key of a later one
+    assert result.outcome == FAIL
+    assert len(result.reason) <= MAX_REASON
+    assert result.reason.startswith(
+        f"50 signatures, only the first {MAX_FIELDS} looked at; "
+        f"only the first {MAX_TRIED} usable signatures tried; s0._domainkey.{DOMAIN}: "
+    )
+    assert result.reason.endswith(" more")
+
+
+def test_signatures_past_the_cap_are_named_in_the_reason():
+    mail = many_signatures(MAX_TRIED + 1)
+    result = decide(mail, {})
+    assert result.outcome == FAIL
+    assert len(result.reason) <= MAX_REASON
+    assert result.reason.startswith(
+        f"only the first {MAX_TRIED} usable signatures tried; s0._domainkey.{DOMAIN}: no such"
+    )
+
+
+def test_a_good_signature_among_the_first_tried_passes():
+    mail = sign(many_signatures(MAX_TRIED - 1), DOMAIN, KEY)  # the good one on top
+    assert decide(mail, published((DOMAIN, KEY))).outcome == PASS
+    mail = many_signatures(MAX_TRIED - 1, sign(message(), DOMAIN, KEY))  # the good one last
+    assert decide(mail, published((DOMAIN, KEY))).outcome == PASS
+
+
+def test_body_hash_is_checked_before_any_key_is_fetched():
+    """Signatures whose body hash does not match the body cost no DNS query."""
+    mail = many_signatures(3) + b"appended\r\n"
+    screening = screen(mail)
+    assert screening.key_names == ()
+    assert screening.result.outcome == FAIL
+    assert screening.result.reason == "; ".join(
+        f"d={DOMAIN} s=s{i}: body hash mismatch" for i in range(3)
+    )
+
+
+def fake_signatures(count: int, bh: bytes) -> bytes:
+    """`count` aligned DKIM-Signature fields with garbage b= (what an attacker adds)."""
+    fields = [
+        b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/simple; d="
+        + DOMAIN.encode()
+        + b"; s=x"
+        + str(i).encode()
+        + b"; h=from:to; bh="
+        + bh
+        + b"; b="
+        + b"A" * 344
+        + b"\r\n"
+        for i in range(count)
+    ]
+    return b"".join(fields)
+
+
+def test_two_thousand_garbage_signatures_cost_bounded_work_and_a_short_reason():
+    """The issue's attack: a 2,000-signature message. Only the first MAX_FIELDS fields are
+    looked at, at most MAX_TRIED keys asked for, the reason stays short."""
+    base = message()
+    body = base.partition(b"\r\n\r\n")[2]
+    bh = base64.b64encode(hashlib.sha256(body).digest())  # simple body: the body itself
+    mail = fake_signatures(2000, bh) + base
+    assert len(mail) > 200_000
+    screening = screen(mail)
+    assert len(screening.key_names) == MAX_TRIED
+    result = verify(mail, screening, {n: KeyMissing("no such name") for n in screening.key_names})
+    assert result.outcome == FAIL
+    assert len(result.reason) <= MAX_REASON
+    assert result.reason.startswith(f"2000 signatures, only the first {MAX_FIELDS} looked at")
+    wrong_bh = fake_signatures(2000, base64.b64encode(b"x" * 32)) + base
+    screening = screen(wrong_bh)
+    assert screening.key_names == ()
+    assert len(screening.result.reason) <= MAX_REASON
+
+
+@pytest.mark.parametrize(
+    "reasons, limit, text",
+    [
+        ([], 50, ""),
+        (["a", "b"], 50, "a; b"),
+        (["a" * 10, "b" * 10, "c" * 10], 30, "aaaaaaaaaa; bbbbbbbbbb; 1 more"),
+        (["a" * 10, "b" * 10, "c" * 10], 29, "aaaaaaaaaa; 2 more"),
+        (["a" * 10, "b" * 10, "c" * 5], 30, "aaaaaaaaaa; bbbbbbbbbb; ccccc"),
+        (["a" * 40, "b"], 30, "a" * 19 + "...; 1 more"),
+        (["a" * 40], 30, "a" * 27 + "..."),
+    ],
+)
+def test_summarize(reasons, limit, text):
+    assert summarize(reasons, limit) == text
+    assert len(summarize(reasons, limit)) <= limit
+
+
+def test_check_dkim_line_stays_short_for_long_senders_and_reasons():
+    env = Envelope(mail_from="a" * 900 + "@sender.example", rcpt_tos=["bob@chat.example"])
+    verdict, line = check_dkim(DkimResult(FAIL, "x" * 5000), env, LINE)
+    assert verdict.code == 550
+    assert len(line) <= len(LINE) + DKIM_LOG_SENDER + MAX_REASON + 40

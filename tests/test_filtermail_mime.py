@@ -25,6 +25,7 @@ from chatmaild.filtermail.policy import Envelope, check_incoming, check_outgoing
 class StandInConfig:
     passthrough_senders = ()
     passthrough_recipients = ()
+    admin_contact = "postmaster@chat.example"
 
 
 @pytest.mark.parametrize(

@@ -110,6 +110,28 @@ OUTGOING = {
         "523 Encryption Needed: Invalid Unencrypted Mail",
         "Outgoing: Filtering unencrypted mail. Rejected unencrypted mail.",
     ),
+    # the admin contact (admin_contact, default postmaster@) takes cleartext from users
+    "cleartext-to-the-admin-contact": (
+        ALICE,
+        ["Postmaster@chat.example"],
+        "plain",
+        None,
+        "Accepted: passthrough recipients",
+    ),
+    "cleartext-to-the-admin-contact-and-another": (
+        ALICE,
+        ["postmaster@chat.example", BOB],
+        "plain",
+        "523 Encryption Needed: Invalid Unencrypted Mail",
+        f"recipient <{BOB}> is not a passthrough recipient",
+    ),
+    "cleartext-to-root-is-not-the-contact": (
+        ALICE,
+        ["root@chat.example"],
+        "plain",
+        "523 Encryption Needed: Invalid Unencrypted Mail",
+        "Rejected unencrypted mail.",
+    ),
     "cleartext-to-local-user": (
         ALICE,
         [BOB],
@@ -385,11 +407,12 @@ def test_check_incoming(name, config, armored):
 
 
 def test_outgoing_with_stand_in_config(armored):
-    """Only the two passthrough fields of the config are read."""
+    """Only the two passthrough fields and the admin contact of the config are read."""
 
     class StandIn:
         passthrough_senders = ()
         passthrough_recipients = ("@other.example",)
+        admin_contact = "postmaster@chat.example"
 
     verdict, _ = check_outgoing(Envelope(ALICE, [EXTERNAL]), plain_mail(sender=ALICE), StandIn())
     assert verdict is None

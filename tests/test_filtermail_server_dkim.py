@@ -8,11 +8,12 @@ import subprocess
 import time
 
 import pytest
-from dkim_samples import SELECTOR, rsa_key, sign
+from dkim_samples import SELECTOR, ed25519_key, rsa_key, sign
 from filtermail_samples import armor, encrypt, encrypted_mail, plain_mail
 from filtermail_server_helpers import Client, Filter, RecordingSink, closed_port
 from unbound_instance import Unbound, require_unbound, txt
 
+from chatmaild.filtermail.dkimcheck import MAX_TRIED
 from chatmaild.filtermail.dkimkeys import REFRESH_MIN_AGE, KeyFetcher
 
 from conftest import daemon_argv, daemon_env, write_ini
@@ -22,6 +23,9 @@ SENDER = f"alice@{DOMAIN}"
 LOCAL = "bob@chat.example"
 KEY = rsa_key("a")
 WRONG_KEY = rsa_key("b")
+ED_KEY = ed25519_key("a")
+WRONG_ED_KEY = ed25519_key("b")
+REFUSED_DOMAIN = "refused.example"  # its nameserver answers REFUSED: no key can be had
 DKIM_550 = (550, "5.7.1 No valid DKIM signature found")
 
 
@@ -33,9 +37,11 @@ def unbound(tmp_path_factory):
             (f"{SELECTOR}._domainkey", 300, "TXT", txt(KEY.record())),
             ("revoked._domainkey", 300, "TXT", txt("v=DKIM1; k=rsa; p=")),
             ("rotated._domainkey", 3600, "TXT", txt(KEY.record())),
+            ("ed._domainkey", 300, "TXT", txt(ED_KEY.record())),
         ]
     }
-    with Unbound(tmp_path_factory.mktemp("unbound"), zones) as server:
+    refused = (REFUSED_DOMAIN,)
+    with Unbound(tmp_path_factory.mktemp("unbound"), zones, refused=refused) as server:
         yield server
 
 
@@ -99,6 +105,66 @@ async def test_a_key_rotated_within_its_ttl_is_fetched_again(tmp_path, sink, unb
         assert unbound.queries() - before == 2
         await client.close()
     assert [m.data for m in sink.messages] == [old_mail, new_mail]
+
+
+async def test_ed25519_only_mail_is_accepted_with_its_published_key(tmp_path, sink, unbound):
+    """RFC 8463: mail signed only with ed25519-sha256 (by dkimpy) passes with the key from
+    DNS; the same mail signed with another Ed25519 key is refused."""
+    good = sign(encrypted(), DOMAIN, ED_KEY, "ed")
+    wrong = sign(encrypted(), DOMAIN, WRONG_ED_KEY, "ed")
+    assert b"a=ed25519-sha256" in good and b"a=rsa-sha256" not in good
+    async with dkim_filter(tmp_path, sink, ("127.0.0.1", unbound.port)) as f:
+        client = await Client.connect(f.port)
+        code, text = await client.send_mail(SENDER, [LOCAL], good)
+        assert code == 250, text
+        assert await client.send_mail(SENDER, [LOCAL], wrong) == DKIM_550
+        await client.close()
+    assert [m.data for m in sink.messages] == [good]
+
+
+def many_signatures(domain: str, count: int) -> bytes:
+    """Encrypted mail from `domain` with `count` aligned signatures (right body hash, a key
+    that is not published, selectors s0..s{count-1})."""
+    mail = encrypted(f"alice@{domain}")
+    for i in range(count):
+        mail = sign(mail, domain, WRONG_KEY, f"s{i}")
+    return mail
+
+
+MANY_SIGNATURE_CASES = {
+    # no key published under any of the selectors: NXDOMAIN, a permanent refusal
+    "unpublished": (DOMAIN, DKIM_550),
+    # the domain's nameserver refuses: every lookup fails for now
+    "dns refused": (REFUSED_DOMAIN, 451),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MANY_SIGNATURE_CASES))
+async def test_fifty_aligned_signatures_cost_at_most_the_capped_queries(
+    tmp_path, sink, unbound, caplog, case
+):
+    """Issue 19: the keys of at most MAX_TRIED signatures are asked for (counted by unbound),
+    and the decision is one short log line."""
+    domain, expected = MANY_SIGNATURE_CASES[case]
+    sender = f"alice@{domain}"
+    mail = many_signatures(domain, 50)
+    caplog.set_level(logging.INFO, logger="filtermail")
+    async with dkim_filter(tmp_path, sink, ("127.0.0.1", unbound.port)) as f:
+        client = await Client.connect(f.port)
+        before = unbound.queries()
+        reply = await client.send_mail(sender, [LOCAL], mail)
+        queries = unbound.queries() - before
+        await client.close()
+    if isinstance(expected, int):
+        assert reply[0] == expected, reply
+    else:
+        assert reply == expected
+    assert 1 <= queries <= MAX_TRIED
+    assert sink.messages == []
+    lines = [r.getMessage() for r in caplog.records if r.name == "filtermail"]
+    decisions = [line for line in lines if "DKIM" in line]
+    assert len(decisions) == 1, lines
+    assert len(decisions[0].encode()) <= 500, decisions[0]
 
 
 def tampered_body(mail: bytes) -> bytes:

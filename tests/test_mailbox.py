@@ -239,3 +239,11 @@ def test_iter_addresses(boxes, tmp_path):
 
 def test_iter_addresses_missing_dir(tmp_path):
     assert list(Mailboxes(tmp_path / "none", DOMAIN).iter_addresses()) == []
+
+
+def test_create_makes_the_mailboxes_directory_if_missing(tmp_path):
+    boxes = Mailboxes(tmp_path / "not" / "yet", DOMAIN)
+    user = boxes.user("first1234@chat.example")
+    assert user.create("{SHA512-CRYPT}$6$abc") == "{SHA512-CRYPT}$6$abc"
+    assert user.read_password() == "{SHA512-CRYPT}$6$abc" and user.enforces_e2ee()
+    assert oct(user.password_path.stat().st_mode & 0o777) == "0o600"

@@ -115,6 +115,36 @@ async def test_turn_unavailable_is_not_found_and_logged_once(served, caplog):
     assert await client.lookup_value(SERVER + "maxsmtprecipients") == "1000"
 
 
+async def test_turn_flapping_logs_one_failure_line_per_interval(tmp_path, caplog):
+    """chatmail-turn coming and going: one warning per LOG_INTERVAL, each recovery line only
+    after a logged failure."""
+    from chatmaild.metadata.turn import LOG_INTERVAL, TurnCredentials
+
+    clock = FakeClock()
+    path = tmp_path / "turn.socket"
+    turn = TurnCredentials(path, timeout=1.0, clock=clock)
+
+    async def answer(reader, writer):
+        writer.write(b"1700086400:c2VjcmV0\n")
+        writer.close()
+
+    caplog.set_level(logging.INFO, logger="chatmaild")
+    for _ in range(5):  # down, up, down, up ... within one interval
+        assert await turn.fetch() is None
+        server = await asyncio.start_unix_server(answer, path=str(path))
+        assert await turn.fetch() == "1700086400:c2VjcmV0"
+        server.close()
+        await server.wait_closed()
+        path.unlink()
+        clock.advance(1)
+    messages = [r.getMessage() for r in caplog.records if "TURN" in r.getMessage()]
+    assert len(messages) == 2, messages  # one failure, one recovery
+    clock.advance(LOG_INTERVAL)
+    assert await turn.fetch() is None
+    messages = [r.getMessage() for r in caplog.records if "TURN" in r.getMessage()]
+    assert len(messages) == 3 and "unavailable" in messages[-1]
+
+
 async def test_turn_silent_server_times_out(served, tmp_path):
     client, _, _ = served
 

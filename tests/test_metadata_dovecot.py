@@ -157,6 +157,7 @@ class Relay:
             mailboxes_dir=self.mailboxes,
             turn_socket_path=self.dir / "turn.socket",
             notification_url=push_url,
+            iroh_relay_listen="",  # no iroh relay to probe: advertised as it is
         )
         self.port = free_port()
         self.daemon = None

@@ -177,3 +177,22 @@ def test_lines_recorded_on_a_real_relay():
     assert c["chatmail_delivery_errors_deferred"] == 1
     assert c["warning_count"] == 0
     assert counters.encrypted_ratio() == 4 / 6
+
+
+def test_deliveries_through_the_transport_service_are_remote():
+    """Postfix's default_transport is the lmtp client `lmtp-filtermail` (chatmaild.transport):
+    its status=sent lines are remote deliveries, Dovecot's LMTP ones stay local."""
+    remote = LogRecord(
+        "postfix/lmtp-filtermail/lmtp",
+        "7838",
+        "3A340215275: to=<x@relay-b.test>, relay=127.0.0.1[127.0.0.1]:10083, delay=0.13,"
+        " delays=0.02/0.01/0/0.1, dsn=2.0.0, status=sent (250 2.0.0 OK (HTTPS relay-b.test))",
+    )
+    local = LogRecord(
+        "postfix/lmtp",
+        "7839",
+        "3B340215275: to=<y@relay-a.test>, relay=relay-a.test[private/dovecot-lmtp], delay=0.1,"
+        " dsn=2.0.0, status=sent (250 2.0.0 <y@relay-a.test> Saved)",
+    )
+    assert classify(remote) == [("chatmail_deliveries_remote", 1)]
+    assert classify(local) == [("chatmail_deliveries_local", 1)]

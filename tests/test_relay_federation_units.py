@@ -37,8 +37,14 @@ def test_relay_zone_has_what_a_relay_publishes():
         ("mta-sts.relay-a.test", "A"): "10.77.0.1",
         ("www.relay-a.test", "A"): "10.77.0.1",
         ("relay-a.test", "MX"): "10 relay-a.test",
+        ("relay-a.test", "TXT"): "v=spf1 a mx -all",
+        ("_dmarc.relay-a.test", "TXT"): "v=DMARC1; p=reject; adkim=s; aspf=s",
         ("_mta-sts.relay-a.test", "TXT"): "v=STSv1; id=42",
         ("opendkim._domainkey.relay-a.test", "TXT"): f"v=DKIM1; k=rsa; p={KEY_B64}",
+        ("_submission._tcp.relay-a.test", "SRV"): "0 1 587 relay-a.test",
+        ("_submissions._tcp.relay-a.test", "SRV"): "0 1 465 relay-a.test",
+        ("_imap._tcp.relay-a.test", "SRV"): "0 1 143 relay-a.test",
+        ("_imaps._tcp.relay-a.test", "SRV"): "0 1 993 relay-a.test",
     }
 
 
@@ -78,6 +84,7 @@ def test_local_data_lines_make_every_zone_static_and_the_root_too():
     assert 'local-zone: "sender.test." static' in lines
     assert "local-data: 'relay-a.test. 300 IN MX 10 relay-a.test.'" in lines
     assert "local-data: 'relay-a.test. 300 IN A 10.77.0.1'" in lines
+    assert "local-data: '_imaps._tcp.relay-a.test. 300 IN SRV 0 1 993 relay-a.test.'" in lines
     assert "local-data: 'opendkim._domainkey.relay-a.test. 300 IN TXT \"v=DKIM1; k=rsa; p=\"'" in (
         lines
     )
@@ -116,7 +123,7 @@ def config(tmp_path):
 def test_peering_adds_the_link_address_and_the_test_ca_only(config, tmp_path):
     peering = Peering("10.77.0.1", tmp_path / "ca")
     plain = local_layout(tmp_path / "state")
-    peered = dataclasses.replace(plain, **peering.layout_changes())
+    peered = dataclasses.replace(plain, **peering.layout_changes(plain))
     before = {p.name: t for p, t in render_relay(config, plain).items()}
     after = {p.name: t for p, t in render_relay(config, peered).items()}
     assert "inet_interfaces = 127.0.0.1, 10.77.0.1" in after["main.cf"]
@@ -128,9 +135,11 @@ def test_peering_adds_the_link_address_and_the_test_ca_only(config, tmp_path):
         "inet_interfaces = 127.0.0.1, 10.77.0.1",
         f"smtp_tls_CAfile = {tmp_path / 'ca' / 'ca.pem'}",
     }
-    assert {k: v for k, v in after.items() if k != "main.cf"} == {
-        k: v for k, v in before.items() if k != "main.cf"
-    }
+    # nginx's 443 (the ALPN mux, /mxdeliv behind it) listens on the link address too
+    changed = set(after["nginx.conf"].splitlines()) ^ set(before["nginx.conf"].splitlines())
+    assert {line.strip() for line in changed} == {"listen 10.77.0.1:443;"}
+    same = set(after) - {"main.cf", "nginx.conf"}
+    assert {k: after[k] for k in same} == {k: before[k] for k in same}
     assert peering.certificate_names("relay-a.test") == [
         "relay-a.test",
         "www.relay-a.test",

@@ -63,9 +63,16 @@ def test_daemon_table_matches_the_relay_wiring(ini_path, tmp_path):
         "metadata",
         "filtermail-outgoing",
         "filtermail-incoming",
+        "filtermail-transport",
+        "turn",
         "iroh-relay",
         "web",
     ]
+    # chatmail-turn runs as coturn's user, the owner of the secret; the others as vmail
+    assert daemons["turn"].user == "turnserver"
+    assert daemons["turn"].args == ("serve", str(config.path))
+    assert daemons["turn"].socket == config.turn_socket_path
+    assert {d.user for name, d in daemons.items() if name != "turn"} == {"vmail"}
     assert daemons["iroh-relay"].args == (str(config.path),)
     assert daemons["iroh-relay"].port == 3340
     assert daemons["web"].socket == layout.web.web_socket
@@ -78,6 +85,10 @@ def test_daemon_table_matches_the_relay_wiring(ini_path, tmp_path):
     assert daemons["metadata"].socket == layout.metadata_socket
     assert daemons["filtermail-outgoing"].args == (str(config.path), "outgoing")
     assert daemons["filtermail-incoming"].port == config.filtermail_smtp_port_incoming
+    transport = daemons["filtermail-transport"]
+    assert (transport.module, transport.args) == ("chatmaild.transport", (str(config.path),))
+    assert transport.port == config.filtermail_lmtp_port_transport
+    assert transport.env == ()  # system roots; a test network's relays get their CA
 
 
 def test_iroh_relay_follows_iroh_relay_listen(tmp_path):
@@ -130,8 +141,10 @@ def test_local_relay_runs_logmetrics_following_every_log(tmp_path):
         "doveauth": "127.0.0.1:9603",
         "metadata": "127.0.0.1:9604",
         "lastlogin": "127.0.0.1:9605",
+        "filtermail-transport": "127.0.0.1:9607",
         "iroh-relay": "127.0.0.1:9606",
         "web": "",  # chatmail-web has no metrics endpoint (nginx's stub_status is on 8484)
+        "turn": "",  # chatmail-turn: one line per connection, nothing to count
         "opendkim-syslog": "",
     }
 

@@ -71,6 +71,9 @@ def test_production_rendering_uses_ini_values_and_debian_paths(config):
         "/var/www/html/qr-new.svg",
         "/var/www/html/.well-known/mta-sts.txt",
         "/var/www/html/.well-known/autoconfig/mail/config-v1.1.xml",
+        "/etc/postfix/admin_aliases",
+        "/etc/dovecot/admin-users",
+        "/etc/turnserver.conf",
     } == paths
     text = _by_name(files)
     for name, body in text.items():

@@ -24,6 +24,14 @@ from . import hashing, rules, sysres
 log = logging.getLogger("chatmaild.doveauth")
 
 
+def worker_count(cpus: int | None = None) -> int:
+    """Threads that create accounts: one per core, at least two. The hash releases the
+    interpreter lock, so they hash on every core at once; more threads than cores only
+    crowded out the event loop's thread (lookups waited up to 0.1 s behind creations in
+    benchmarks/bench_dictproxy.py on a busy machine) and created no faster."""
+    return max(2, cpus or os.cpu_count() or 2)
+
+
 class DoveauthService:
     def __init__(self, config, workers: int | None = None, read_resources=None, metrics=None):
         self.config = config
@@ -36,8 +44,8 @@ class DoveauthService:
         self._passdb_created = lookups[("passdb", "created")]
         self.mailboxes = Mailboxes(config.mailboxes_dir, config.address_domain)
         self._home_prefix = str(config.mailboxes_dir) + "/"
-        self._read_resources = read_resources or sysres.read_resources
-        self._workers = workers or max(2, os.cpu_count() or 2)
+        self._read_resources = read_resources or sysres.CachedResources()
+        self._workers = workers or worker_count()
         self._executor = None
         self._creating = {}  # addr -> Future of the stored hash (or None)
 

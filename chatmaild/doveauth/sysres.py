@@ -1,8 +1,14 @@
 """Read the machine's load, available memory and free disk space (for creation limits)."""
 
 import os
+import time
 
 from .rules import Resources
+
+# A reading is reused for this long: the load average itself moves every 5 s, memory and
+# disk slowly, and at a thousand creations a second a fresh reading each (/proc/meminfo
+# parsed in Python) was a measurable share of the work.
+MAX_AGE = 1.0
 
 
 def load_1m() -> float | None:
@@ -42,3 +48,26 @@ def free_disk(path) -> int | None:
 
 def read_resources(mailboxes_dir) -> Resources:
     return Resources(load_1m(), available_memory(), free_disk(mailboxes_dir))
+
+
+class CachedResources:
+    """`read_resources`, read again only when the last reading is `max_age` seconds old.
+
+    Called from several worker threads: at worst two of them read at once, and either
+    reading is a right one.
+    """
+
+    def __init__(self, read=read_resources, max_age=MAX_AGE, clock=time.monotonic):
+        self._read = read
+        self._max_age = max_age
+        self._clock = clock
+        self._last = None  # (taken at, mailboxes_dir, Resources)
+
+    def __call__(self, mailboxes_dir) -> Resources:
+        now = self._clock()
+        last = self._last
+        if last is not None and last[1] == mailboxes_dir and now - last[0] < self._max_age:
+            return last[2]
+        resources = self._read(mailboxes_dir)
+        self._last = (now, mailboxes_dir, resources)
+        return resources

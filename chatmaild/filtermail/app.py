@@ -145,7 +145,8 @@ class FilterHandler(Handler):
         return reply
 
     async def verify_dkim(self, data: bytes, client_addr: str | None = None) -> DkimResult:
-        """Screen without DNS, fetch the keys of the aligned signatures, verify.
+        """Screen without DNS (alignment, fields, body hash; at most `MAX_TRIED` signatures
+        kept), fetch the keys of those, verify.
 
         `client_addr` (XFORWARD ADDR) decides an IP-literal From (dkimcheck.check_ip_literal).
         """

@@ -1,4 +1,5 @@
-"""`filtermail CONFIG outgoing|incoming`: start one filter, stop cleanly on SIGTERM/SIGINT."""
+"""`filtermail CONFIG outgoing|incoming|transport`: start one filter (or the transport
+service, chatmaild.transport), stop cleanly on SIGTERM/SIGINT."""
 
 import argparse
 import asyncio
@@ -97,7 +98,7 @@ def _log_dkim_setting(config) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="filtermail", description=__doc__.splitlines()[0])
     parser.add_argument("config", help="path to chatmail.ini")
-    parser.add_argument("mode", choices=MODES)
+    parser.add_argument("mode", choices=(*MODES, "transport"))
     parser.add_argument(
         "--backlog", type=int, default=1024, help="listen backlog (default: %(default)s)"
     )
@@ -114,6 +115,11 @@ def main(argv=None) -> None:
         help="seconds a session may last in all (default: %(default)s)",
     )
     args = parser.parse_args(argv)
+    if args.mode == "transport":  # upstream's command line for the transport service
+        from chatmaild.transport.cli import run
+
+        run(args.config, args.backlog)
+        return
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     config = load_config_or_exit(args.config)
     deadlines = {"command_timeout": args.command_timeout, "session_timeout": args.session_timeout}

@@ -8,18 +8,19 @@ any other IP literal, or one without a known client address, fails. DMARC, SPF a
 are not consulted.
 
 Two steps around the DNS lookups, which the caller does:
-1. `screen(message, client_addr)` finds the From domain and the aligned signatures and
-   answers the key names to fetch, or decides at once (exempt, or refused without any DNS
-   query).
-2. `verify(message, screening, keys)` verifies the aligned signatures with the fetched TXT
-   records.
+1. `screen(message, client_addr)` finds the From domain and the signatures worth a key:
+   aligned, well-formed, of an accepted algorithm, and with a body hash that matches the
+   body. Everything that needs no DNS is checked here, so mail whose signatures cannot pass
+   is refused without a query. It answers the key names to fetch, or decides at once
+   (exempt, or refused).
+2. `verify(message, screening, keys)` checks the header hash of those signatures with the
+   fetched TXT records: rsa-sha256 (RFC 6376, RFC 8301) and ed25519-sha256 (RFC 8463).
 
-dkimpy validates the signature fields and canonicalizes (RFC 6376 3.4); its hot helpers
-(header parsing, tag lists, field selection, relaxed header fields, emptying b=) run as
-the exact stand-ins of `dkimfast`, checked against dkimpy in the tests. The RSA check
-itself is `cryptography`'s (OpenSSL): dkimpy's pure-Python RSA cost ~0.5 ms per message,
-most of the verification (benchmarks/bench_filtermail_dkim.py). Parsed public keys are
-memoized by record text, so a key is parsed once however many messages it verifies.
+Bounded work (RFC 6376 6.1 lets a verifier limit the signatures it tries): only the first
+`MAX_FIELDS` DKIM-Signature fields (top down, the most recently added first) are looked at,
+and of those at most `MAX_TRIED` reach step 2, so a message costs at most `MAX_TRIED` key
+lookups however many signatures it carries. Every reason is at most `MAX_REASON` characters:
+the first reasons, then how many more there were.
 
 Outcomes: PASS, EXEMPT, FAIL(reason) (550) and TEMPORARY(reason) (451: a key could not be
 fetched and no other aligned signature passed). No I/O here.
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 import dkim
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 from dkim.canonicalization import (
     CanonicalizationPolicy,
     InvalidCanonicalizationPolicyError,
@@ -61,10 +62,18 @@ EXEMPT = "exempt"
 FAIL = "fail"
 TEMPORARY = "temporary"
 
-# RFC 8301: rsa-sha1 signatures must not be considered valid, keys below 1024 bits neither.
-# ed25519-sha256 (RFC 8463) is not verified; its senders sign with RSA as well.
-ACCEPTED_ALGORITHMS = (b"rsa-sha256",)
+# a= -> the key type (k=) it needs. RFC 8301: rsa-sha1 signatures must not be considered
+# valid, RSA keys below 1024 bits neither. RFC 8463 3: verifiers must implement ed25519-sha256.
+ACCEPTED_ALGORITHMS = {b"rsa-sha256": "rsa", b"ed25519-sha256": "ed25519"}
 MIN_KEY_BITS = 1024
+ED25519_KEY_BYTES = 32
+ED25519_SIGNATURE_BYTES = 64
+# RFC 6376 6.1: a verifier may limit the signatures it tries. DKIM-Signature fields looked at
+# (top down), and signatures passing every check without DNS whose keys are fetched.
+MAX_FIELDS = 20
+MAX_TRIED = 5
+# The longest reason (it goes into a log line, and cut shorter into a 451 reply).
+MAX_REASON = 300
 # A DNS name of LDH labels (underscores allowed, as in selectors), at most 253 octets.
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 _DNS_NAME_RE = re.compile(rf"(?=.{{1,253}}$)(?:{_LABEL}\.)*{_LABEL}")
@@ -117,6 +126,9 @@ class Signature:
     selector: str  # s=, lower-case
     tags: dict = field(compare=False, repr=False)
     raw: tuple = field(compare=False, repr=False)  # (name, value) as in the message
+    key_type: str = "rsa"  # what a= needs: "rsa" or "ed25519"
+    policy: CanonicalizationPolicy | None = field(default=None, compare=False, repr=False)
+    signature: bytes = field(default=b"", compare=False, repr=False)  # b=, decoded
 
     @property
     def key_name(self) -> str:
@@ -130,8 +142,10 @@ class Screening:
     from_domain: str
     result: DkimResult | None = None
     signatures: tuple[Signature, ...] = ()
-    # why the signatures that are not aligned (or not usable) were set aside, for the log
+    # why the signatures that are not tried were set aside, for the log
     skipped: tuple[str, ...] = ()
+    # which limit left signatures unexamined or untried (first in a failure's reason)
+    capped: tuple[str, ...] = ()
     headers: tuple = ()  # the header fields, (name, value) as dkimpy parses them
     body_start: int = 0
 
@@ -211,7 +225,7 @@ def from_domain(headers) -> tuple[str | None, str]:
 
 
 def parse_signature(index: int, raw: tuple[bytes, bytes]) -> tuple[Signature | None, str]:
-    """(the signature, "") or (None, why it cannot be used)."""
+    """(the signature, "") or (None, why it cannot be used): the checks of one field alone."""
     try:
         tags = tag_list(unfold(raw[1]))
     except InvalidTagValueList:
@@ -222,18 +236,29 @@ def parse_signature(index: int, raw: tuple[bytes, bytes]) -> tuple[Signature | N
         return None, f"signature {index}: {_short(e)}"
     except (IndexError, ValueError):  # dkimpy 1.1.8 on i= equal to d=, say
         return None, f"signature {index}: malformed tag value"
-    if tags[b"a"] not in ACCEPTED_ALGORITHMS:
-        algorithm = tags[b"a"].decode("ascii", "replace")
+    key_type = ACCEPTED_ALGORITHMS.get(tags[b"a"])
+    if key_type is None:
+        algorithm = tags[b"a"][:40].decode("ascii", "replace")
         return None, f"signature {index}: algorithm {algorithm} not accepted"
     if b"l" in tags:
         return None, f"signature {index}: l= (partial body) not accepted"
     if b"from" not in signed_fields(tags):
         return None, f"signature {index}: From is not signed"  # RFC 6376 6.1.1
+    try:
+        policy = CanonicalizationPolicy.from_c_value(tags.get(b"c", b"simple/simple"))
+    except InvalidCanonicalizationPolicyError:
+        return None, f"signature {index}: invalid c="
+    try:
+        signature = base64.b64decode(_WSP_RE.sub(b"", tags[b"b"]), validate=True)
+    except binascii.Error:
+        return None, f"signature {index}: b= is not base64"
+    if key_type == "ed25519" and len(signature) != ED25519_SIGNATURE_BYTES:
+        return None, f"signature {index}: an Ed25519 signature is {ED25519_SIGNATURE_BYTES} bytes"
     domain = normalize_domain(tags[b"d"].decode("utf-8", "replace"))
     selector = normalize_domain(tags[b"s"].decode("utf-8", "replace"))
     if domain is None or selector is None:
         return None, f"signature {index}: d= or s= is not a DNS name"
-    return Signature(index, domain, selector, tags, raw), ""
+    return Signature(index, domain, selector, tags, raw, key_type, policy, signature), ""
 
 
 def signed_fields(tags: dict) -> list[bytes]:
@@ -241,7 +266,9 @@ def signed_fields(tags: dict) -> list[bytes]:
 
 
 def screen(message: bytes, client_addr: str | None = None) -> Screening:
-    """Find the From domain and the aligned, usable signatures (no DNS).
+    """Find the From domain and the signatures worth fetching a key for (no DNS): among the
+    first `MAX_FIELDS` DKIM-Signature fields, the first `MAX_TRIED` that are well-formed,
+    aligned with the From domain and whose body hash matches.
 
     `client_addr`: the connecting client's address (XFORWARD ADDR) for an IP-literal From.
     """
@@ -257,23 +284,75 @@ def screen(message: bytes, client_addr: str | None = None) -> Screening:
         return Screening(domain, check_ip_literal(domain, client_addr))
     normalized = normalize_domain(domain)
     if normalized is None:
-        return _fail(f"From domain {domain} is not a DNS name", domain)
+        return _fail(f"From domain {domain[:80]} is not a DNS name", domain)
     fields = [h for h in headers if h[0].lower() == b"dkim-signature"]
     if not fields:
         return _fail("no signature", normalized)
-    aligned = []
-    skipped = []
-    for index, raw in enumerate(fields):
+    tried: list[Signature] = []
+    skipped: list[str] = []
+    capped: list[str] = []
+    if len(fields) > MAX_FIELDS:
+        capped.append(f"{len(fields)} signatures, only the first {MAX_FIELDS} looked at")
+    body = None
+    bodies: dict = {}
+    for index, raw in enumerate(fields[:MAX_FIELDS]):
         sig, why = parse_signature(index, raw)
         if sig is None:
             skipped.append(why)
-        elif sig.domain != normalized:
+            continue
+        if sig.domain != normalized:
             skipped.append(f"d={sig.domain} does not match From domain {normalized}")
-        else:
-            aligned.append(sig)
-    if not aligned:
-        return _fail("; ".join(skipped), normalized)
-    return Screening(normalized, None, tuple(aligned), tuple(skipped), headers, body_start)
+            continue
+        if len(tried) == MAX_TRIED:
+            capped.append(f"only the first {MAX_TRIED} usable signatures tried")
+            break
+        if body is None:
+            body = message_body(message, body_start)
+        why = check_body_hash(body, sig, bodies)
+        if why is not None:
+            skipped.append(f"d={sig.domain} s={sig.selector}: {why}")
+            continue
+        tried.append(sig)
+    if not tried:
+        return _fail(summarize(capped + skipped), normalized)
+    return Screening(
+        normalized, None, tuple(tried), tuple(skipped), tuple(capped), headers, body_start
+    )
+
+
+def check_body_hash(body: bytes, sig: Signature, bodies: dict) -> str | None:
+    """None when bh= is the hash of the canonical body, else the reason. `bodies` caches
+    canonical bodies by algorithm between the signatures of one message."""
+    algorithm = sig.policy.body_algorithm
+    canonical = bodies.get(algorithm)
+    if canonical is None:
+        canonical = bodies[algorithm] = algorithm.canonicalize_body(body)
+    try:
+        expected = base64.b64decode(_WSP_RE.sub(b"", sig.tags[b"bh"]))
+    except binascii.Error:
+        return "bh= is not base64"
+    if hashlib.sha256(canonical).digest() != expected:
+        return "body hash mismatch"
+    return None
+
+
+def summarize(reasons, limit: int = MAX_REASON) -> str:
+    """`reasons` joined by "; " within `limit` characters: as many as fit, then how many
+    more there were (the first one cut short if it alone is too long)."""
+    reasons = list(reasons)
+    text = ""
+    for done, reason in enumerate(reasons):
+        joined = reason if not text else f"{text}; {reason}"
+        left = len(reasons) - done - 1
+        tail = f"; {left} more" if left else ""
+        if len(joined) + len(tail) <= limit:
+            text = joined
+            continue
+        if not text:  # the first reason alone does not fit
+            room = limit - len(tail) - 3
+            return reason[:room] + "..." + tail
+        return f"{text}; {left + 1} more"
+    return text
 
 
 # -- step 2: verification with the fetched keys --------------------------------------------------
@@ -290,9 +369,13 @@ def select_key_record(records: tuple[bytes, ...]) -> bytes | None:
     return None
 
 
+PublicKey = rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+
+
 @functools.lru_cache(maxsize=4096)
-def parse_key(record: bytes) -> rsa.RSAPublicKey | str:
-    """The RSA public key of a key record (RFC 6376 3.6.1), or why it cannot verify."""
+def parse_key(record: bytes) -> PublicKey | str:
+    """The public key of a key record (RFC 6376 3.6.1; RFC 8463 4.2: `k=ed25519` with the
+    32 raw bytes of the key in p=), or why it cannot verify."""
     try:
         tags = tag_list(record)
     except InvalidTagValueList:
@@ -303,16 +386,24 @@ def parse_key(record: bytes) -> rsa.RSAPublicKey | str:
         return "key record without p="
     if not tags[b"p"]:
         return "key revoked (empty p=)"
-    if tags.get(b"k", b"rsa") != b"rsa":
-        return f"key type k={tags[b'k'].decode('ascii', 'replace')} not supported"
+    key_type = tags.get(b"k", b"rsa")
+    if key_type not in (b"rsa", b"ed25519"):
+        return f"key type k={key_type[:40].decode('ascii', 'replace')} not supported"
     if b"sha256" not in _colon_list(tags.get(b"h", b"sha256")):
         return "key record does not allow sha256 (h=)"
     if not {b"*", b"email"} & set(_colon_list(tags.get(b"s", b"*"))):
         return "key record is not for email (s=)"
     try:
-        der = base64.b64decode(_WSP_RE.sub(b"", tags[b"p"]), validate=True)
-        key = serialization.load_der_public_key(der)
-    except (binascii.Error, ValueError, UnsupportedAlgorithm):
+        data = base64.b64decode(_WSP_RE.sub(b"", tags[b"p"]), validate=True)
+    except binascii.Error:
+        return "key p= is not base64"
+    if key_type == b"ed25519":
+        if len(data) != ED25519_KEY_BYTES:
+            return f"key p= is not {ED25519_KEY_BYTES} bytes of an Ed25519 key"
+        return ed25519.Ed25519PublicKey.from_public_bytes(data)
+    try:
+        key = serialization.load_der_public_key(data)
+    except (ValueError, UnsupportedAlgorithm):
         return "key p= is not an RSA public key"
     if not isinstance(key, rsa.RSAPublicKey):
         return "key p= is not an RSA public key"
@@ -358,41 +449,28 @@ def canonicalize_fields(policy, fields: list) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def check_signature(
-    headers: tuple, body: bytes, sig: Signature, key: rsa.RSAPublicKey, bodies: dict
-) -> str | None:
-    """None when `sig` verifies with `key`, else the reason. `bodies` caches canonical
-    bodies by algorithm between the signatures of one message."""
+def check_signature(headers: tuple, sig: Signature, key: PublicKey) -> str | None:
+    """None when the header hash of `sig` verifies with `key`, else the reason (the body
+    hash was checked by `screen`)."""
+    key_type = "rsa" if isinstance(key, rsa.RSAPublicKey) else "ed25519"
+    if key_type != sig.key_type:
+        return f"key type {key_type} does not fit a={sig.tags[b'a'].decode('ascii')}"
+    fields = signed_header_fields(headers, sig, sig.policy)
+    digest = hashlib.sha256(b"".join(name + b":" + value for name, value in fields)).digest()
     try:
-        policy = CanonicalizationPolicy.from_c_value(sig.tags.get(b"c", b"simple/simple"))
-    except InvalidCanonicalizationPolicyError:
-        return "invalid c="
-    algorithm = policy.body_algorithm
-    canonical = bodies.get(algorithm)
-    if canonical is None:
-        canonical = bodies[algorithm] = algorithm.canonicalize_body(body)
-    try:
-        expected = base64.b64decode(_WSP_RE.sub(b"", sig.tags[b"bh"]))
-    except binascii.Error:
-        return "bh= is not base64"
-    if hashlib.sha256(canonical).digest() != expected:
-        return "body hash mismatch"
-    fields = signed_header_fields(headers, sig, policy)
-    hashed = hashlib.sha256(b"".join(name + b":" + value for name, value in fields))
-    try:
-        signature = base64.b64decode(_WSP_RE.sub(b"", sig.tags[b"b"]))
-        key.verify(signature, hashed.digest(), _PKCS1, _PREHASHED_SHA256)
-    except (InvalidSignature, binascii.Error, ValueError):
+        if sig.key_type == "rsa":
+            key.verify(sig.signature, digest, _PKCS1, _PREHASHED_SHA256)
+        else:  # RFC 8463 3: PureEdDSA over the SHA-256 hash
+            key.verify(sig.signature, digest)
+    except (InvalidSignature, ValueError):
         return "signature did not verify"
     return None
 
 
 def verify(message: bytes, screening: Screening, keys: Mapping[str, KeyLookup]) -> DkimResult:
-    """Verify the aligned signatures of `screening` with the fetched keys."""
+    """Verify the signatures `screening` kept with the fetched keys."""
     if screening.result is not None:
         return screening.result
-    body = message_body(message, screening.body_start)
-    bodies: dict = {}
     failures = []
     temporary = []
     for sig in screening.signatures:
@@ -411,13 +489,13 @@ def verify(message: bytes, screening: Screening, keys: Mapping[str, KeyLookup]) 
         if isinstance(public_key, str):
             why = public_key
         else:
-            why = check_signature(screening.headers, body, sig, public_key, bodies)
+            why = check_signature(screening.headers, sig, public_key)
         if why is None:
             return DkimResult(PASS, f"d={sig.domain} s={sig.selector}")
         failures.append(f"d={sig.domain} s={sig.selector}: {why}")
     if temporary:
-        return DkimResult(TEMPORARY, "; ".join(temporary))
-    return DkimResult(FAIL, "; ".join(failures + list(screening.skipped)))
+        return DkimResult(TEMPORARY, summarize(temporary))
+    return DkimResult(FAIL, summarize([*screening.capped, *failures, *screening.skipped]))
 
 
 def _short(error: Exception) -> str:

@@ -16,7 +16,7 @@ from .checks import (
     is_mailer_daemon_report,
     is_securejoin,
 )
-from .dkimcheck import EXEMPT, FAIL, TEMPORARY, DkimResult
+from .dkimcheck import EXEMPT, FAIL, MAX_REASON, TEMPORARY, DkimResult
 from .mime import extract_address, parse_entity
 from .ratelimit import RateLimiter
 
@@ -41,6 +41,8 @@ class Verdict:
 ENCRYPTION_NEEDED = Verdict(523, "Encryption Needed: Invalid Unencrypted Mail")
 DKIM_FAILED = Verdict(550, "5.7.1 No valid DKIM signature found")
 DKIM_TEMPORARY_TEXT = "4.7.1 Cannot verify the DKIM signature now, try again later"
+# the sender address in a DKIM log line is cut to this many characters
+DKIM_LOG_SENDER = 80
 
 OUT_ENCRYPTED = "Outgoing: Filtering encrypted mail."
 OUT_UNENCRYPTED = "Outgoing: Filtering unencrypted mail."
@@ -83,6 +85,12 @@ def recipient_matches_passthrough(recipient: str, passthrough_recipients) -> boo
     return False
 
 
+def is_admin_contact(recipient: str, admin_contact: str) -> bool:
+    """The relay's admin contact (`admin_contact`, /shared/admin) takes cleartext mail from
+    its users: whoever writes to it has no key of the operator's."""
+    return recipient.lower() == admin_contact.lower()
+
+
 def sender_is_passthrough(sender: str, passthrough_senders) -> bool:
     sender = sender.lower()
     return any(entry.lower() == sender for entry in passthrough_senders)
@@ -109,6 +117,8 @@ def check_outgoing(env: Envelope, message: bytes, config) -> tuple[Verdict | Non
     if is_autocrypt_setup_message(entity, sender, env.rcpt_tos):
         return None, f"{OUT_UNENCRYPTED} Accepted: Autocrypt Setup Message"
     for recipient in env.rcpt_tos:
+        if is_admin_contact(recipient, config.admin_contact):
+            continue
         if not recipient_matches_passthrough(recipient, config.passthrough_recipients):
             return ENCRYPTION_NEEDED, (
                 f"{OUT_UNENCRYPTED} {REJECTED} from <{_printable(sender)}>: "
@@ -153,12 +163,14 @@ def check_dkim(result: DkimResult, env: Envelope, line: str) -> tuple[Verdict | 
     """Issue 12: the DKIM result of mail the incoming policy accepted with log `line`.
 
     A failure is 550, a key that could not be fetched 451 (never an accept); either way one
-    log line: the policy's line, then the DKIM reason. A pass keeps the policy's line.
+    log line: the policy's line, then the DKIM reason. A pass keeps the policy's line. The
+    sender and the reason are cut to `DKIM_LOG_SENDER` and `MAX_REASON` characters, so the
+    line stays short whatever the message carried (issue 19).
     """
     if result.outcome not in (FAIL, TEMPORARY, EXEMPT):
         return None, line
-    sender = _printable(env.mail_from)
-    reason = _printable(result.reason)
+    sender = _clip(_printable(env.mail_from), DKIM_LOG_SENDER)
+    reason = _clip(_printable(result.reason), MAX_REASON)
     line += " " if line.endswith(".") else ". "
     if result.outcome == FAIL:
         return DKIM_FAILED, f"{line}DKIM failed for mail from <{sender}>: {reason}"
@@ -166,3 +178,7 @@ def check_dkim(result: DkimResult, env: Envelope, line: str) -> tuple[Verdict | 
         verdict = Verdict(451, f"{DKIM_TEMPORARY_TEXT} ({reason[:200]})")
         return verdict, f"{line}DKIM temporary failure for mail from <{sender}>: {reason}"
     return None, f"{line}DKIM exempt: {reason}"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -3,6 +3,7 @@
 from chatmaild.dictproxy.entry import dict_service_main
 from chatmaild.mailbox import Mailboxes
 from chatmaild.metadata.notifier import Notifier
+from chatmaild.metadata.probe import HttpProbe
 from chatmaild.metadata.service import MetadataService
 from chatmaild.metadata.store import TokenStore
 from chatmaild.metadata.turn import TurnCredentials
@@ -17,7 +18,10 @@ def build_service(config) -> MetadataService:
         on_token_gone=store.remove_tokens,
     )
     turn = TurnCredentials(config.turn_socket_path)
-    service = MetadataService(config, mailboxes, store, notifier, turn)
+    iroh = None
+    if config.iroh_relay and config.iroh_relay_listen:
+        iroh = HttpProbe.for_listen("iroh relay", config.iroh_relay_listen)
+    service = MetadataService(config, mailboxes, store, notifier, turn, iroh_probe=iroh)
     service.metrics.observe_notifier(notifier)
     return service
 

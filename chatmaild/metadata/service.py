@@ -24,7 +24,6 @@ from chatmaild.metrics.metadata import MetadataMetrics
 log = logging.getLogger(__name__)
 
 MAX_SMTP_RECIPIENTS = 1000
-TURN_PORT = 3478
 
 
 def load_appversions() -> str:
@@ -38,7 +37,17 @@ class CommitRefused(Exception):
 
 
 class MetadataService:
-    def __init__(self, config, mailboxes, store, notifier, turn, appversions=None, metrics=None):
+    def __init__(
+        self,
+        config,
+        mailboxes,
+        store,
+        notifier,
+        turn,
+        appversions=None,
+        metrics=None,
+        iroh_probe=None,
+    ):
         self.config = config
         self.metrics = metrics if metrics is not None else MetadataMetrics()
         self._lookup_devicetoken = self.metrics.lookup["devicetoken"]
@@ -48,6 +57,8 @@ class MetadataService:
         self.store = store
         self.notifier = notifier
         self.turn = turn
+        # HttpProbe of the local iroh relay; None: iroh_relay is advertised unprobed
+        self.iroh_probe = iroh_probe
         self.appversions = appversions if appversions is not None else load_appversions()
         self._notifier_task = None
 
@@ -88,7 +99,7 @@ class MetadataService:
 
     def _server_value(self, name: str):
         if name == "irohrelay":
-            return self.config.iroh_relay or None
+            return self._iroh_value()
         if name == "maxsmtprecipients":
             return str(MAX_SMTP_RECIPIENTS)
         if name == "appversions":
@@ -97,11 +108,25 @@ class MetadataService:
             return self._turn_value()
         return None
 
+    def _iroh_value(self):
+        """The iroh relay URL while the relay answers, else not found (an awaitable only
+        when a probe is due)."""
+        url = self.config.iroh_relay or None
+        if url is None or self.iroh_probe is None:
+            return url
+        up = self.iroh_probe.cached()
+        if up is None:
+            return self._iroh_value_probed(url)
+        return url if up else None
+
+    async def _iroh_value_probed(self, url):
+        return url if await self.iroh_probe.check() else None
+
     async def _turn_value(self):
         credentials = await self.turn.fetch()
         if credentials is None:
             return None
-        return f"{self.config.mail_domain}:{TURN_PORT}:{credentials}"
+        return f"{self.config.mail_domain}:{self.config.turn_port}:{credentials}"
 
     def iterate(self, path: str, user: str, flags: int):
         return ()

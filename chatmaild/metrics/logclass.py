@@ -16,6 +16,9 @@ _FILTERING = re.compile(r"\b(Outgoing|Incoming): Filtering (encrypted|unencrypte
 _DIRECTION_PREFIX = re.compile(r"\b(Outgoing|Incoming): ")
 
 LOCAL_TRANSPORTS = ("lmtp", "local", "virtual")
+# The lmtp client that hands mail to the transport service (Postfix's default_transport,
+# chatmaild.transport) logs as postfix/lmtp-filtermail/lmtp: those deliveries are remote.
+REMOTE_LMTP_TAG = "postfix/lmtp-filtermail/"
 
 
 def rule_dovecot(text: str):
@@ -54,7 +57,7 @@ def rule_postfix(record: LogRecord, text: str):
             status = m.group(1)
             if status == "sent":
                 transport = record.tag.rpartition("/")[2]
-                local = transport in LOCAL_TRANSPORTS
+                local = transport in LOCAL_TRANSPORTS and not record.tag.startswith(REMOTE_LMTP_TAG)
                 yield ("chatmail_deliveries_local" if local else "chatmail_deliveries_remote", 1)
             else:
                 yield ("chatmail_delivery_errors_" + status, 1)

@@ -1,4 +1,4 @@
-"""`python -m chatmaild.relay up|down|status|render|dkim-record`: wiring and signals only."""
+"""`python -m chatmaild.relay up|down|status|render|dkim-record|dns`: wiring and signals only."""
 
 import argparse
 import os
@@ -22,7 +22,7 @@ def _parser():
         prog="python -m chatmaild.relay",
         description="Run a complete chatmail relay (Postfix, Dovecot, chatmaild daemons) here.",
     )
-    p.add_argument("command", choices=["up", "down", "status", "render", "dkim-record"])
+    p.add_argument("command", choices=["up", "down", "status", "render", "dkim-record", "dns"])
     p.add_argument(
         "--config",
         help="chatmail.ini to use (default: an embedded demo config for chat.example); "
@@ -53,9 +53,23 @@ def _parser():
     )
     p.add_argument(
         "--dkim-key",
-        help="with render or dkim-record: the DKIM private key whose DNS record to print "
+        help="with render, dkim-record or dns: the DKIM private key whose DNS record to print "
         "(render also writes it to DIR/etc/dkimkeys/opendkim.txt)",
     )
+    dns = p.add_argument_group("dns: the records to publish, as a zone snippet")
+    dns.add_argument("--ipv4", help="the server's IPv4 address (else a placeholder)")
+    dns.add_argument("--ipv6", help="the server's IPv6 address, if it has one")
+    dns.add_argument(
+        "--caa", metavar="CA_DOMAIN", help="add a CAA record for this CA (e.g. letsencrypt.org)"
+    )
+    dns.add_argument("--ttl", type=int, default=3600, help="TTL of the printed records")
+    dns.add_argument(
+        "--check",
+        action="store_true",
+        help="look each record up and print ok / missing / different; exit 1 when a "
+        "required one is missing or different",
+    )
+    dns.add_argument("--nameserver", help="with --check: ask this resolver (IP or IP:PORT)")
     return p
 
 
@@ -179,6 +193,9 @@ def cmd_render(args):
         _log(f"then print its DNS record: {show}")
     elif dkim is not None:
         print(files[dkim.record_file], end="")
+    if layout.turn is not None:
+        # the TURN secret too is made on the server, in coturn's database (docs/turn.md)
+        _log(f"TURN secret: on the server, as root: chatmail-turn init-secret {args.config}")
     return 0
 
 
@@ -205,9 +222,77 @@ def cmd_dkim_record(args):
     return 0
 
 
+def _relay_config_and_key(args):
+    """(config, DKIM key file or None) of --config (the server's layout) or else the local
+    relay in --state-dir; --dkim-key overrides the key file."""
+    if args.config:
+        from chatmaild.config import load_config_or_exit
+
+        config = load_config_or_exit(args.config)
+        dkim = signing_layout(config, production_layout(config).dkim)
+    else:
+        relay = Relay.from_state(_state_dir(args), log=_log)
+        config, dkim = relay.config, relay.dkim
+    key = Path(args.dkim_key) if args.dkim_key else dkim.key_file if dkim else None
+    return config, key
+
+
+def cmd_dns(args):
+    """Print the zone snippet of the relay, or with --check compare it with what DNS says."""
+    from chatmaild.relay import dnsrecords
+    from chatmaild.web.site import mta_sts_policy
+
+    config, key = _relay_config_and_key(args)
+    domain = config.mail_domain
+    if config.ipv4_relay:
+        print(f"; {domain} is an IP-only relay: it publishes no DNS records")
+        return 0
+    dkim = None
+    try:
+        dkim = txt_value(key.read_bytes()) if key is not None else None
+    except (OSError, ValueError) as e:
+        _log(f"no DKIM key record: cannot read {key}: {e}")
+    records = dnsrecords.relay_records(
+        domain,
+        ipv4=args.ipv4,
+        ipv6=args.ipv6,
+        dkim=dkim,
+        mta_sts=dnsrecords.mta_sts_id(mta_sts_policy(config)),
+        caa=args.caa,
+    )
+    if not args.check:
+        print(f"; DNS records of the chatmail relay {domain} (python -m chatmaild.relay dns)")
+        for line in dnsrecords.zone_lines(records, args.ttl):
+            print(line)
+        if args.ipv4 is None:
+            _log("the A records need the server's address: --ipv4 ADDR (and --ipv6 ADDR)")
+        return 0
+    return _check_dns(records, args.nameserver)
+
+
+def _check_dns(records, nameserver):
+    from chatmaild.relay import dnscheck, dnsrecords
+
+    resolver = dnscheck.resolver(nameserver)
+    failed = 0
+    for check in dnsrecords.checks(records):
+        try:
+            published = dnscheck.lookup(resolver, check.name, check.type)
+        except dnscheck.LookupFailed as e:
+            print(f"{'error':<9} {check.name} {check.type}: no answer ({e})")
+            failed += check.required
+            continue
+        status = dnsrecords.compare(check, published)
+        print(dnsrecords.check_line(check, status, published))
+        failed += check.required and status != dnsrecords.OK
+    if failed:
+        _log(f"{failed} required record(s) missing, different or not answered")
+    return 1 if failed else 0
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
-    if args.command not in ("render", "dkim-record") and os.geteuid() != 0:
+    if args.command not in ("render", "dkim-record", "dns") and os.geteuid() != 0:
         _log("the relay runs Postfix and Dovecot: run this as root")
         return sys.exit(1)
     handler = {
@@ -216,6 +301,7 @@ def main(argv=None):
         "status": cmd_status,
         "render": cmd_render,
         "dkim-record": cmd_dkim_record,
+        "dns": cmd_dns,
     }
     try:
         sys.exit(handler[args.command](args))

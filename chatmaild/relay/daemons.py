@@ -15,6 +15,7 @@ OPENDKIM_LOG = "opendkim.log"
 # leave room for the real traffic. (Inside systemd-nspawn and some containers the hard limit
 # cannot go above the host's, often 20000; docs/systemd.md.)
 LIMIT_NOFILE = 20000
+TURN_USER = "turnserver"  # Debian's coturn user
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +26,8 @@ class Daemon:
     socket: Path | None = None  # ready when this unix socket accepts connections
     port: int | None = None  # ready when 127.0.0.1:port accepts connections
     metrics: str = ""  # listen spec of its Prometheus endpoint ("" = off)
+    user: str = "vmail"  # the user it runs as
+    env: tuple = ()  # (name, value) pairs added to its environment
 
     def available(self):
         """Whether this checkout has the daemon (packages land one by one)."""
@@ -32,6 +35,14 @@ class Daemon:
             return importlib.util.find_spec(self.module + ".__main__") is not None
         except ModuleNotFoundError:
             return False
+
+
+def transport_env(layout):
+    """The transport verifies HTTPS and SMTP certificates against the system roots; a test
+    network's relays (smtp_tls_ca_file) trust their CA instead, as their Postfix does."""
+    if layout.smtp_tls_ca_file is None:
+        return ()
+    return (("SSL_CERT_FILE", str(layout.smtp_tls_ca_file)),)
 
 
 def _iroh_relay(config, ini):
@@ -89,7 +100,26 @@ def relay_daemons(config, layout, log_dir=None):
             port=config.filtermail_smtp_port_incoming,
             metrics=config.metrics_filtermail_incoming,
         ),
+        Daemon(
+            "filtermail-transport",
+            "chatmaild.transport",
+            (ini,),
+            port=config.filtermail_lmtp_port_transport,
+            metrics=config.metrics_filtermail_transport,
+            env=transport_env(layout),
+        ),
     ]
+    if layout.turn is not None:
+        # TURN credentials for coturn; runs as coturn's user, the owner of the secret
+        daemons.append(
+            Daemon(
+                "turn",
+                "chatmaild.turn",
+                ("serve", ini),
+                socket=config.turn_socket_path,
+                user=TURN_USER,
+            )
+        )
     iroh = _iroh_relay(config, ini)
     if iroh is not None:
         daemons.append(iroh)

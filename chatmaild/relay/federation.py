@@ -4,11 +4,12 @@ Relay A (`relay-a.test`) and relay B (`relay-b.test`) are complete local relays
 (chatmaild.relay.instance) in namespaces `<prefix>-a` and `<prefix>-b`, joined by a veth
 pair (`peer0`, 10.77.0.1 and 10.77.0.2; the link exists only inside the two namespaces,
 so the addresses cannot clash with anything). Each namespace runs its own unbound
-(chatmaild.relay.resolver) serving both zones (chatmaild.relay.zone): A, MX, the DKIM key
-and `_mta-sts`. Both certificates come from one test CA in `<state>/ca`, which both
-Postfix SMTP clients trust; the rendering is otherwise the production one, so mail between
-the relays goes MX lookup -> port 25 with `smtp_tls_security_level = verify` -> STARTTLS
--> filtermail incoming of the peer.
+(chatmaild.relay.resolver) serving both zones (chatmaild.relay.zone): the records
+`python -m chatmaild.relay dns` prints for each (A, MX, SPF, the DKIM key, DMARC, `_mta-sts`,
+SRV). Both certificates come from one test CA in `<state>/ca`, which both Postfix SMTP
+clients and both transport services trust; the rendering is otherwise the production one, so
+mail between the relays goes Postfix -> the transport service -> MX lookup -> HTTPS
+`POST /mxdeliv` (or port 25, STARTTLS verified) -> filtermail incoming of the peer.
 """
 
 import json
@@ -19,10 +20,12 @@ import sys
 from pathlib import Path
 
 from chatmaild.relay import netns as netns_mod
+from chatmaild.relay.dnsrecords import mta_sts_id
 from chatmaild.relay.instance import Relay, RelayError, ensure_packages
 from chatmaild.relay.peering import Peering
 from chatmaild.relay.resolver import Resolver
 from chatmaild.relay.zone import relay_zone
+from chatmaild.web.site import mta_sts_policy
 
 DOMAINS = ("relay-a.test", "relay-b.test")
 DEFAULT_PAIR_STATE_DIR = Path("/tmp/chatmaild-relay-pair")
@@ -140,8 +143,10 @@ class RelayPair:
         """Both relays' zones, with the DKIM records of their keys, and the extra zones.
 
         Needs the relays prepared (`up` makes their keys)."""
-        facts = zip(self.relays, self.domains, self.addresses, strict=True)
-        own = [relay_zone(domain, addr, relay.dkim_record) for relay, domain, addr in facts]
+        own = []
+        for relay, domain, addr in zip(self.relays, self.domains, self.addresses, strict=True):
+            sts = mta_sts_id(mta_sts_policy(relay.config))  # the policy its nginx serves
+            own.append(relay_zone(domain, addr, relay.dkim_record, mta_sts_id=sts))
         return [*own, *self.extra_zones]
 
     # -- up and down --------------------------------------------------------------------
@@ -206,7 +211,8 @@ class RelayPair:
 
     def client_info(self):
         lines = [
-            f"Two relays deliver to each other over port 25 with verified TLS"
+            f"Two relays deliver to each other over HTTPS /mxdeliv (port 25 as the fallback)"
+            f" with verified TLS"
             f" (test CA {self.state_dir / 'ca' / 'ca.pem'}):"
         ]
         for side, relay, address in zip(SIDES, self.relays, self.addresses, strict=True):

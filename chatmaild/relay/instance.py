@@ -23,16 +23,17 @@ from pathlib import Path
 from chatmaild.metrics.exporter import parse_listen_spec
 from chatmaild.relay import dkimrun, listening, processes, webcert
 from chatmaild.relay import netns as netns_mod
-from chatmaild.relay.daemons import LIMIT_NOFILE, OPENDKIM_LOG, relay_daemons
+from chatmaild.relay.daemons import LIMIT_NOFILE, OPENDKIM_LOG, TURN_USER, relay_daemons
 from chatmaild.relay.nginx import STREAM_MODULE
 from chatmaild.relay.opendkim import signing_layout, zone_line
 from chatmaild.relay.peering import Peering
 from chatmaild.relay.processes import pid_alive, read_pid
 from chatmaild.relay.render import local_layout, push_script_text, render_relay, substitute
 from chatmaild.relay.webcert import host_names, relay_names
+from chatmaild.turn import secretdb
 
 APT_PACKAGES = ["postfix", "dovecot-core", "dovecot-imapd", "dovecot-lmtpd", "opendkim"]
-APT_PACKAGES += ["bubblewrap", "nginx", "libnginx-mod-stream"]
+APT_PACKAGES += ["bubblewrap", "nginx", "libnginx-mod-stream", "coturn"]
 REQUIRED_FILES = [
     "/usr/sbin/postfix",
     "/usr/sbin/dovecot",
@@ -42,6 +43,7 @@ REQUIRED_FILES = [
     "/usr/bin/bwrap",
     "/usr/sbin/nginx",
     STREAM_MODULE,
+    "/usr/bin/turnserver",
 ]
 VMAIL = "vmail"
 # `_`: Delta Chat skips the certificate chain check (not the name check) for host names
@@ -59,6 +61,7 @@ STOP_TIMEOUT = 5.0
 DAEMON_STOP_TIMEOUT = 15.0
 # Postfix', Dovecot's and nginx's masters stop their children first
 MASTER_STOP_TIMEOUT = NGINX_STOP_TIMEOUT = 10.0
+COTURN_LOG = "coturn.log"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -296,7 +299,10 @@ class Relay:
             address=self.config.mail_domain if self.config.ipv4_relay else None,
         )
         if self.peering is not None:
-            self.layout = dataclasses.replace(self.layout, **self.peering.layout_changes())
+            changes = self.peering.layout_changes(self.layout)
+            self.layout = dataclasses.replace(self.layout, **changes)
+            turn = dataclasses.replace(self.layout.turn, **self.peering.turn_changes())
+            self.layout = dataclasses.replace(self.layout, turn=turn)
 
     # -- running commands ---------------------------------------------------------------
 
@@ -326,24 +332,26 @@ class Relay:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def _as_vmail_prefix(self):
-        """setpriv argv that runs a command as vmail.
+    def _as_user_prefix(self, user):
+        """setpriv argv that runs a command as `user` (vmail, or turnserver for chatmail-turn).
 
-        The interpreter or the checkout may sit where vmail cannot read (e.g. a Python
+        The interpreter or the checkout may sit where that user cannot read (e.g. a Python
         under /root): then the daemons keep CAP_DAC_READ_SEARCH (read-only access) and
         nothing more.
         """
-        if self._daemon_prefix is not None:
-            return self._daemon_prefix
-        base = ["setpriv", f"--reuid={VMAIL}", f"--regid={VMAIL}", "--init-groups"]
+        if self._daemon_prefix is None:
+            self._daemon_prefix = {}
+        if user in self._daemon_prefix:
+            return self._daemon_prefix[user]
+        base = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
         probe = [sys.executable, "-c", "import chatmaild.relay"]
         ok = subprocess.run(
             [*base, *probe], env=self._daemon_env(), capture_output=True, check=False
         )
         if ok.returncode != 0:
             base += ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
-            self.log(f"note: {sys.executable} is not readable by {VMAIL}; daemons keep read access")
-        self._daemon_prefix = base
+            self.log(f"note: {sys.executable} is not readable by {user}; daemons keep read access")
+        self._daemon_prefix[user] = base
         return base
 
     # -- preparing ----------------------------------------------------------------------
@@ -389,7 +397,7 @@ class Relay:
             os.chown(sock.parent, vmail.pw_uid, vmail.pw_gid)
         config.mailboxes_dir.mkdir(parents=True, exist_ok=True)
         os.chown(config.mailboxes_dir, vmail.pw_uid, vmail.pw_gid)
-        for name in ("filtermail-outgoing", "filtermail-incoming"):
+        for name in ("filtermail-outgoing", "filtermail-incoming", "filtermail-transport"):
             (self.log_dir / f"{name}.log").touch()
         # chatmail-logmetrics (as vmail) follows the Postfix and Dovecot logs: create them
         # readable by group vmail (Dovecot would create its log 0600 root; both keep the
@@ -411,6 +419,7 @@ class Relay:
             path.write_text(text)
         self._write_checkpassword_wrapper()
         self._prepare_web(vmail)
+        self._prepare_turn()
         if self.ca_dir is not None:
             names = relay_names(config.mail_domain)
             if self.peering is not None:
@@ -464,6 +473,45 @@ class Relay:
         if self.config.ipv4_relay:
             netns_mod.add_address(self.netns, self.config.mail_domain)
 
+    def _prepare_turn(self):
+        """coturn's secret (made once, as on a server), pid and log files, and the socket
+        directory of chatmail-turn, all owned by coturn's user."""
+        turn = self.layout.turn
+        if turn is None:
+            return
+        user = pwd.getpwnam(TURN_USER)
+        secretdb.ensure_secret(self.config.turn_db_path, self.config.mail_domain, TURN_USER)
+        coturn_log = turn.log_file or self.log_dir / COTURN_LOG
+        coturn_log.touch()
+        os.chown(coturn_log, user.pw_uid, user.pw_gid)
+        for d in (turn.pid_file.parent, self.config.turn_socket_path.parent):
+            d.mkdir(parents=True, exist_ok=True)
+            os.chown(d, user.pw_uid, user.pw_gid)
+
+    def start_coturn(self):
+        """coturn in the relay's namespace as its own user (it stays in the foreground, so the
+        recorded pid is coturn's: setpriv and `ip netns exec` exec it)."""
+        turn = self.layout.turn
+        turn.pid_file.unlink(missing_ok=True)
+        argv = ["setpriv", f"--reuid={TURN_USER}", f"--regid={TURN_USER}", "--init-groups"]
+        argv += ["turnserver", "-c", str(turn.conf)]
+        with open(self.log_dir / "coturn.stderr", "ab") as out:
+            proc = subprocess.Popen(
+                self.in_netns(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+        self.pids["coturn"] = proc.pid
+        self._save_state()
+
+    def restart_coturn(self):
+        """Stop coturn and start it again; returns when it listens again."""
+        self.stop_daemon("coturn")
+        self.start_coturn()
+        self.wait_ready(only="coturn")
+
     @property
     def dkim(self):
         """The relay's OpenDKIM layout, None when it does not sign (IP-only relay)."""
@@ -506,7 +554,7 @@ class Relay:
         argv = self.in_netns(
             [
                 *supervisor,
-                *self._as_vmail_prefix(),
+                *self._as_user_prefix(daemon.user),
                 "--pdeathsig=TERM",  # the daemon ends with its supervisor, even on SIGKILL
                 sys.executable,
                 "-m",
@@ -520,7 +568,7 @@ class Relay:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
-                env=self._daemon_env(),
+                env={**self._daemon_env(), **dict(daemon.env)},
                 start_new_session=True,
             )
         self.pids[daemon.name] = proc.pid
@@ -583,6 +631,8 @@ class Relay:
             self._save_state()
             if self.dkim is not None:
                 self.start_opendkim()
+            if self.layout.turn is not None:
+                self.start_coturn()
             dovecot_conf = self.layout.dovecot_config_dir / "dovecot.conf"
             self._run(self.in_netns(["dovecot", "-c", str(dovecot_conf)]), "dovecot start")
             self._run(self.postfix_argv("start"), "postfix start")
@@ -624,6 +674,8 @@ class Relay:
             checks.append((f"postfix:{port}", port_open(port)))
         for port in NGINX_PORTS:
             checks.append((f"nginx:{port}", port_open(port)))
+        if self.layout.turn is not None:
+            checks.append(("coturn", port_open(self.config.turn_port)))
         return checks
 
     def _endpoint_check(self, spec):
@@ -669,6 +721,7 @@ class Relay:
     def _hint(self, name):
         """What the command line of recorded process `name` contains while it is ours."""
         modules = {d.name: d.module for d in self.daemons()} if self.config else {}
+        modules["coturn"] = "turnserver"
         return modules.get(name, name.split("-")[0])
 
     def _stop_pid(self, name, pid):
@@ -836,6 +889,14 @@ class Relay:
             )
         elif c.ipv4_relay:
             dkim = "\n\nDKIM: an IP-only relay signs nothing (no OpenDKIM)."
+        turn = ""
+        if self.layout.turn is not None:
+            low, high = c.turn_relay_ports
+            turn = (
+                f"\n\nTURN (calls): coturn on {c.mail_domain}:{c.turn_port} (UDP/TCP), relaying"
+                f" UDP {low}-{high}; credentials from chatmail-turn on {c.turn_socket_path}"
+                f"\n  /shared/admin: {c.admin_contact}"
+            )
         iroh = ""
         if c.iroh_relay_listen and "iroh-relay" not in self.skipped:
             advertised = c.iroh_relay or "(nothing: iroh_relay is empty)"
@@ -872,7 +933,7 @@ Or by hand (advanced login settings):
 Web front (nginx): https://{c.mail_domain}/ (website, autoconfig, MTA-STS);
   a new account: {curl} -X POST https://{c.mail_domain}/new
   port 443 also carries IMAP and SMTP for clients that offer ALPN imap/smtp\
-{iroh}{metrics}{dkim}{skipped}
+{iroh}{metrics}{dkim}{turn}{skipped}
 
 Stop it with: {self.stop_command()}"""
 

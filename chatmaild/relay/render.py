@@ -21,6 +21,12 @@ from chatmaild.relay.opendkim import (
     render_opendkim,
 )
 from chatmaild.relay.weblayout import WebLayout, local_web_layout, production_web_layout
+from chatmaild.turn.coturn import (
+    TurnLayout,
+    local_turn_layout,
+    production_turn_layout,
+    render_turnserver_conf,
+)
 
 TEMPLATE_PACKAGE = "chatmaild.relay"
 PLACEHOLDER = re.compile(r"\{\{ ([a-z0-9_]+) \}\}")
@@ -33,6 +39,10 @@ POSTFIX_FILES = {
     "login_map": "postfix/login_map.cf",
     "submission_header_cleanup": "postfix/submission_header_cleanup.cf",
 }
+ADMIN_ALIASES = "admin_aliases"  # Postfix virtual_alias_maps (texthash: no postmap)
+ADMIN_USERS = "admin-users"  # Dovecot passwd-file userdb of the admin mailbox
+# RFC 2142 role addresses of the relay's domain, delivered to admin_contact
+ROLE_LOCAL_PARTS = ("postmaster", "abuse", "root")
 DOVECOT_FILES = {
     "dovecot.conf": "dovecot/dovecot.conf",
     "auth.conf": "dovecot/auth.conf",
@@ -88,6 +98,8 @@ class Layout:
     checkpassword_command: str = (
         "/usr/local/lib/chatmaild/venv/bin/python3 -m chatmaild.doveauth.checkpassword"
     )
+    # coturn's turnserver.conf (chatmaild.turn.coturn); None: no TURN server rendered
+    turn: TurnLayout | None = None
 
 
 def production_layout(config, push=True):
@@ -111,6 +123,7 @@ def production_layout(config, push=True):
         dovecot_listen="*" if ipv4_only else Layout.dovecot_listen,
         dkim=production_dkim_layout(),
         web=production_web_layout(config, self_signed=uses_self_signed_cert(config)),
+        turn=production_turn_layout(),
     )
 
 
@@ -155,6 +168,7 @@ def local_layout(state_dir, push=True, first_valid_uid=500, self_signed=True, ad
         web=local_web_layout(s, self_signed=self_signed, address=address),
         # a wrapper written by `relay up` (instance.py): the interpreter vmail can run
         checkpassword_command=str(s / "dovecot" / CHECKPASSWORD_WRAPPER),
+        turn=local_turn_layout(s),
     )
 
 
@@ -198,6 +212,45 @@ def _dovecot_instance(layout):
     return "\n".join(lines) + "\n" if lines else ""
 
 
+def admin_uri(config):
+    """The /shared/admin METADATA value: mailto: for an address, a URL as it is."""
+    contact = config.admin_contact
+    return contact if contact.startswith("https://") else f"mailto:{contact}"
+
+
+def admin_mailbox(config):
+    """The admin contact when it is an address on the relay itself (it gets a mailbox of its
+    own, not a chatmail account: no password, no login), else None."""
+    contact = config.admin_contact
+    if contact.startswith("https://"):
+        return None
+    local, _, domain = contact.rpartition("@")
+    return contact if domain.lower() == config.address_domain.lower() else None
+
+
+def admin_aliases(config):
+    """{role address on the relay: admin contact} (none when the contact is a URL)."""
+    contact = config.admin_contact
+    if contact.startswith("https://"):
+        return {}
+    roles = (f"{part}@{config.address_domain}" for part in ROLE_LOCAL_PARTS)
+    return {role: contact for role in roles if role.lower() != contact.lower()}
+
+
+def _admin_userdb(config, layout):
+    if admin_mailbox(config) is None:
+        return "# admin_contact is not on this relay: no admin mailbox"
+    return "\n".join(
+        [
+            "# The mailbox of admin_contact (not an account: no passdb entry, no login).",
+            "userdb {",
+            "  driver = passwd-file",
+            f"  args = {layout.dovecot_config_dir / ADMIN_USERS}",
+            "}",
+        ]
+    )
+
+
 def template_values(config, layout):
     """Every placeholder value of the templates, as strings."""
     push = layout.push_notification_lua
@@ -207,6 +260,9 @@ def template_values(config, layout):
         "address_domain": config.address_domain,
         "myhostname": options.postfix_myhostname(config),
         "delivery": options.postfix_delivery(config),
+        "admin_uri": admin_uri(config),
+        "admin_userdb": _admin_userdb(config, layout),
+        "admin_aliases": layout.postfix_config_dir / ADMIN_ALIASES,
         "max_message_size": config.max_message_size,
         "max_mailbox_size_mb": config.max_mailbox_size_mb,
         "quota_target_mb": int(config.max_mailbox_size_mb * QUOTA_TRIM_RATIO),
@@ -216,6 +272,7 @@ def template_values(config, layout):
         "filtermail_smtp_port_incoming": config.filtermail_smtp_port_incoming,
         "postfix_reinject_port": config.postfix_reinject_port,
         "postfix_reinject_port_incoming": config.postfix_reinject_port_incoming,
+        "filtermail_lmtp_port_transport": config.filtermail_lmtp_port_transport,
         "postfix_config_dir": layout.postfix_config_dir,
         "postfix_queue_dir": layout.postfix_queue_dir,
         "dovecot_config_dir": layout.dovecot_config_dir,
@@ -279,6 +336,16 @@ def render_relay(config, layout):
         if script is None:
             raise FileNotFoundError("push_notification.lua is not installed (chatmaild.metadata)")
         files[layout.push_notification_lua] = script
+    aliases = admin_aliases(config)
+    files[layout.postfix_config_dir / ADMIN_ALIASES] = "".join(
+        f"{role} {target}\n" for role, target in aliases.items()
+    )
+    mailbox = admin_mailbox(config)
+    if mailbox is not None:
+        home = config.mailboxes_dir / mailbox
+        files[layout.dovecot_config_dir / ADMIN_USERS] = f"{mailbox}::vmail:vmail::{home}::\n"
+    if layout.turn is not None:
+        files[layout.turn.conf] = render_turnserver_conf(config, layout.turn)
     files.update(render_opendkim(config, layout.dkim))
     files.update(render_nginx(config, layout))
     return files

@@ -24,6 +24,9 @@ Wire decisions (see docs/fm-server.md):
   The attributes go with the next transaction (`Transaction.xforward`) and are dropped at
   its end (final dot, RSET) and at HELO/EHLO. A bad command changes nothing. Not
   announced: `550 5.7.0` as Postfix answers a client it does not authorize.
+- LMTP (RFC 2033, `lmtp=True`): LHLO instead of HELO/EHLO (which get 500), and the final
+  dot is answered with one reply per accepted recipient, in RCPT order: `answer()` then takes
+  a sequence of replies. Everything else is the SMTP dialogue above.
 """
 
 import enum
@@ -175,6 +178,7 @@ class ServerConnection:
         max_recipients: int = MAX_RECIPIENTS,
         max_errors: int = MAX_ERRORS,
         xforward: tuple[str, ...] = (),
+        lmtp: bool = False,
     ):
         if xforward and not XFORWARD_NAMES.issuperset(xforward):
             raise ValueError(f"unknown XFORWARD attributes in {xforward}")
@@ -183,6 +187,7 @@ class ServerConnection:
         self.max_line_length = max_line_length
         self.max_recipients = max_recipients
         self.max_errors = max_errors
+        self.lmtp = lmtp
         self.state = State.INIT
         self.transaction: Transaction | None = None
         self._helo = ""
@@ -219,7 +224,8 @@ class ServerConnection:
     # -- public API ---------------------------------------------------------------
 
     def greeting(self) -> None:
-        self._reply(Reply(220, f"{self.hostname} ESMTP chatmaild filtermail"))
+        kind = "LMTP chatmaild transport" if self.lmtp else "ESMTP chatmaild filtermail"
+        self._reply(Reply(220, f"{self.hostname} {kind}"))
 
     def receive_data(self, data: bytes) -> None:
         if not data:
@@ -256,20 +262,25 @@ class ServerConnection:
                     return ConnectionClosed("EOF in DATA" if aborted else "EOF", aborted)
                 return NEED_DATA
 
-    def answer(self, reply: Reply | None = None) -> None:
+    def answer(self, reply=None) -> None:
+        """Answer the waiting event: None (250) or a Reply; in LMTP mode a finished message
+        takes a sequence of Replies, one per recipient of the transaction (one Reply: the same
+        for each)."""
         event = self._pending
         if event is None:
             raise RuntimeError("no event is waiting for an answer")
-        self._pending = None
         if isinstance(event, MessageComplete):
-            if reply is None:
-                raise ValueError("a message needs an explicit reply")
-            self._reply(reply)
+            replies = self._message_replies(event.transaction, reply)
+            self._pending = None
+            for one in replies:
+                self._reply(one)
             self._reset_transaction()
-            if reply.code == 421:
+            # an LMTP 421 is one recipient's (e.g. "Transport busy"): the session goes on
+            if not self.lmtp and replies[0].code == 421:
                 self._close()
                 self._events.append(ConnectionClosed("421"))
             return
+        self._pending = None
         if reply is None or 200 <= reply.code < 300:
             self._reply(reply or OK)
             if isinstance(event, MailFrom):
@@ -287,6 +298,23 @@ class ServerConnection:
         if reply is not None and reply.code == 421:
             self._close()
             self._events.append(ConnectionClosed("421"))
+
+    def _message_replies(self, transaction: Transaction, reply) -> tuple:
+        if reply is None:
+            raise ValueError("a message needs an explicit reply")
+        if not self.lmtp:
+            if not isinstance(reply, Reply):
+                raise TypeError("an SMTP message takes one Reply")
+            return (reply,)
+        if isinstance(reply, Reply):  # the same reply for every recipient
+            return (reply,) * len(transaction.rcpt_tos)
+        replies = tuple(reply)
+        if len(replies) != len(transaction.rcpt_tos):
+            raise ValueError(
+                f"LMTP needs {len(transaction.rcpt_tos)} replies, one per recipient,"
+                f" not {len(replies)}"
+            )
+        return replies
 
     # -- helpers --------------------------------------------------------------------
 
@@ -372,18 +400,26 @@ class ServerConnection:
             return Reply(503, "5.5.1 Error: need RCPT command")
         return Reply(503, "5.5.1 Error: need MAIL command")
 
-    def _cmd_helo(self, arg: bytes, ehlo: bool = False) -> None:
+    def _cmd_helo(self, arg: bytes, ehlo: bool = False, lhlo: bool = False) -> None:
+        if lhlo != self.lmtp:
+            want = "LHLO" if self.lmtp else "EHLO or HELO"
+            self._error(Reply(500, f"5.5.1 Error: command not recognized, use {want}"))
+            return
         if not arg:
-            self._error(Reply(501, f"5.5.4 Syntax: {'EHLO' if ehlo else 'HELO'} hostname"))
+            verb = "LHLO" if lhlo else "EHLO" if ehlo else "HELO"
+            self._error(Reply(501, f"5.5.4 Syntax: {verb} hostname"))
             return
         self._helo = arg.decode("utf-8", "surrogateescape")
         self.transaction = None
         self._xforward = None
         self.state = State.READY
-        self._reply(self._ehlo_reply if ehlo else Reply(250, self.hostname))
+        self._reply(self._ehlo_reply if ehlo or lhlo else Reply(250, self.hostname))
 
     def _cmd_ehlo(self, arg: bytes) -> None:
         self._cmd_helo(arg, ehlo=True)
+
+    def _cmd_lhlo(self, arg: bytes) -> None:
+        self._cmd_helo(arg, lhlo=True)
 
     def _cmd_mail(self, arg: bytes) -> None:
         parsed = _parse_path(arg, b"FROM:")
@@ -567,6 +603,7 @@ def _find_dot_line(buf: bytearray, pos: int) -> int:
 _COMMANDS = {
     "HELO": ServerConnection._cmd_helo,
     "EHLO": ServerConnection._cmd_ehlo,
+    "LHLO": ServerConnection._cmd_lhlo,
     "MAIL": ServerConnection._cmd_mail,
     "RCPT": ServerConnection._cmd_rcpt,
     "DATA": ServerConnection._cmd_data,

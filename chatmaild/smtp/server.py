@@ -74,7 +74,8 @@ class Handler:
     def on_refused(self, event: MessageRefused) -> None:
         pass
 
-    async def on_message(self, transaction) -> Reply:
+    async def on_message(self, transaction):
+        """The Reply for the client; an LMTP server returns one Reply per recipient."""
         return Reply(554, "5.3.0 Error: no message handler")
 
 
@@ -106,6 +107,7 @@ class SMTPServerProtocol(asyncio.Protocol):
             hostname=self.settings.hostname,
             max_message_size=self.settings.max_message_size,
             xforward=self.settings.xforward,
+            lmtp=self.settings.lmtp,
         )
         self.conn.greeting()
         transport.write(self.conn.data_to_send())
@@ -308,6 +310,7 @@ class ServerSettings:
         session_timeout: float = DEFAULT_SESSION_TIMEOUT,
         min_data_rate: float = DEFAULT_MIN_DATA_RATE,
         idle_timeout: float | None = None,  # the older name of command_timeout
+        lmtp: bool = False,
     ):
         self.hostname = hostname
         self.max_message_size = max_message_size
@@ -315,6 +318,7 @@ class ServerSettings:
         self.session_timeout = session_timeout
         self.min_data_rate = min_data_rate
         self.xforward = xforward  # XFORWARD attribute names to announce; () = none
+        self.lmtp = lmtp  # LMTP (RFC 2033): LHLO, one reply per recipient after DATA
 
 
 class SMTPServer:

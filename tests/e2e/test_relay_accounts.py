@@ -36,13 +36,18 @@ def test_capabilities_and_server_metadata(relay):
         caps = data[0].decode().upper().split()
         assert "XDELTAPUSH" in caps and "XCHATMAIL" in caps and "METADATA" in caps
         typ, data = client._simple_command(
-            "GETMETADATA", '""', "(/shared/vendor/deltachat/irohrelay)"
+            "GETMETADATA",
+            '""',
+            "(/shared/vendor/deltachat/irohrelay /shared/vendor/deltachat/turn /shared/admin)",
         )
         assert typ == "OK"
         typ, data = client._untagged_response(typ, data, "METADATA")
-        assert f"https://{relay.domain}".encode() in b" ".join(
-            x if isinstance(x, bytes) else b" ".join(x) for x in data
-        )
+        answer = b" ".join(x if isinstance(x, bytes) else b" ".join(x) for x in data)
+        # advertised only while served (docs/turn.md): the iroh relay when it runs here
+        iroh_url = f"https://{relay.domain}".encode()
+        assert (iroh_url in answer) == ("iroh-relay" in relay.relay.pids), answer
+        assert f"{relay.domain}:3478:".encode() in answer  # chatmail-turn runs
+        assert f"mailto:postmaster@{relay.domain}".encode() in answer
     finally:
         client.logout()
 

@@ -25,7 +25,7 @@ from .helpers import (
 )
 
 DAEMONS = ["logmetrics", "doveauth", "lastlogin", "metadata"]
-DAEMONS += ["filtermail-outgoing", "filtermail-incoming", "iroh-relay"]
+DAEMONS += ["filtermail-outgoing", "filtermail-incoming", "filtermail-transport", "iroh-relay"]
 MTAIL = (("prog", "delivered_mail.mtail"),)
 
 
@@ -117,7 +117,9 @@ def test_real_traffic_moves_every_endpoint(relay, endpoints):
             "GETMETADATA", '""', "(/shared/vendor/deltachat/irohrelay)"
         )
         typ, data = client._untagged_response(typ, data, "METADATA")
-        assert typ == "OK" and relay.domain.encode() in _flatten(data), data
+        # advertised only while an iroh relay answers (docs/turn.md); counted either way
+        advertised = "iroh-relay" in relay.relay.pids
+        assert typ == "OK" and (relay.domain.encode() in _flatten(data)) == advertised, data
     finally:
         client.logout()
 
@@ -197,6 +199,11 @@ def test_real_traffic_moves_every_endpoint(relay, endpoints):
     assert (
         d("filtermail-incoming", "chatmail_filtermail_reinject_seconds_count", mode="incoming") == 1
     )
+
+    # the transport service: local mail never passes it (virtual_transport is Dovecot's LMTP)
+    for via in ("https", "smtp"):
+        assert d("filtermail-transport", "chatmail_transport_delivered_total", via=via) == 0
+    assert d("filtermail-transport", "chatmail_transport_deferred_total") == 0
 
     # doveauth: two accounts created; every later IMAP login and each SMTP AUTH found them.
     assert d("doveauth", "chatmail_doveauth_accounts_created_total") == 2

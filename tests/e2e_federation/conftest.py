@@ -19,6 +19,8 @@ from chatmaild.relay.federation import RelayPair
 from .helpers import SenderDomain, Side
 from conftest import require_tool
 
+TRANSPORT_MEMORY_S = 4
+
 
 class Federation:
     def __init__(self, pair, sender):
@@ -50,6 +52,8 @@ def federation():
             # the delivery tests send bursts from one address
             "max_user_send_per_minute": 1000,
             "max_user_send_burst_size": 1000,
+            # the transport's SMTP-only memory, shortened so a test sees it expire
+            "filtermail_transport_smtp_memory": TRANSPORT_MEMORY_S,
         },
         extra_zones=sender.zones(),
         log=logs.append,

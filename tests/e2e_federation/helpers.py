@@ -2,10 +2,12 @@
 direct SMTP to a relay's port 25 from the peer's namespace, queue and log inspection.
 """
 
+import contextlib
 import re
 import smtplib
 import ssl
 import subprocess
+import time
 
 import dkim
 from e2e.helpers import RelayClients, maildir_messages, wire_form
@@ -76,6 +78,12 @@ class Side(RelayClients):
         out = subprocess.run(self.relay.in_netns(argv), check=True, capture_output=True)
         return out.stdout.decode(errors="replace")
 
+    def reload_nginx(self):
+        """nginx re-reads its configuration and certificate (new workers take over)."""
+        conf = str(self.relay.layout.web.nginx_conf)
+        subprocess.run(self.relay.in_netns(["nginx", "-c", conf, "-s", "reload"]), check=True)
+        time.sleep(1.0)  # the old workers finish, the new ones use the new certificate
+
     def restart_postfix(self):
         self.postfix("stop")
         self.postfix("start")
@@ -113,6 +121,23 @@ class Side(RelayClients):
         m = pattern.search(self.log_text("postfix.log"))
         return m.group(1) if m else None
 
+    def mxdeliv_posts(self):
+        """[(client address, status)] of the POSTs to /mxdeliv in nginx's access log."""
+        path = self.relay.log_dir / "nginx-access.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        posts = []
+        for line in text.splitlines():
+            m = re.match(r'(\S+) \S+ \S+ \[[^]]*\] "POST /mxdeliv HTTP/[\d.]+" (\d{3}) ', line)
+            if m:
+                posts.append((m.group(1), int(m.group(2))))
+        return posts
+
+    def transport_lines(self, domain=None):
+        """The transport service's delivery lines (one per message and domain)."""
+        lines = self.log_text("filtermail-transport.log").splitlines()
+        want = "transport: to=<" + (f"{domain}>" if domain else "")
+        return [line for line in lines if want in line]
+
     def delivery_lines(self, queue_id):
         return [
             line
@@ -131,3 +156,32 @@ class Side(RelayClients):
         client.starttls(context=ctx)
         client.ehlo(self.domain)
         return client
+
+
+@contextlib.contextmanager
+def nft_output_rule(netns, rule, table="chatmaild_test"):
+    """An nftables output rule in `netns` (e.g. `oifname "peer0" tcp dport 25 drop`) while
+    the block runs; the table is removed afterwards."""
+    from conftest import require_tool
+
+    require_tool("nft")
+    script = "\n".join(
+        [
+            f"table inet {table} {{",
+            "  chain out {",
+            "    type filter hook output priority 0; policy accept;",
+            f"    {rule}",
+            "  }",
+            "}",
+            "",
+        ]
+    )
+    subprocess.run(
+        ["ip", "netns", "exec", netns, "nft", "-f", "-"], input=script.encode(), check=True
+    )
+    try:
+        yield
+    finally:
+        subprocess.run(
+            ["ip", "netns", "exec", netns, "nft", "delete", "table", "inet", table], check=False
+        )

@@ -18,6 +18,7 @@ from chatmaild.relay.instance import make_certificate
 from chatmaild.relay.netns import entered
 from chatmaild.relay.webcert import issue
 
+TRANSPORT_PORT = 10083  # filtermail_lmtp_port_transport
 SETTLE_S = 3.0  # how long "nothing more arrived" is watched for
 SCACHE_S = 2.5
 
@@ -65,9 +66,17 @@ def test_mail_crosses_to_the_peer_over_verified_tls(federation, direction):
 
     queue_id = wait_until(lambda: src.queue_id_of(_message_id(message)), "queue id")
     (line,) = wait_until(lambda: src.delivery_lines(queue_id), "delivery line")
-    # found by MX lookup through the resolver, delivered to the peer's port 25
-    assert f"relay={dst.domain}[{dst.address}]:25" in line
+    # Postfix handed it to the transport service, which found the peer by MX lookup and
+    # delivered over HTTPS (/mxdeliv, certificate verified) or SMTP port 25 with STARTTLS
+    assert f"relay=127.0.0.1[127.0.0.1]:{TRANSPORT_PORT}" in line
     assert "status=sent" in line
+    stored = dst.messages_with(rcpt, marker)[0]
+    assert b"-----BEGIN PGP MESSAGE-----" in stored
+    if f"OK (HTTPS {dst.domain})" in line:
+        posts = dst.mxdeliv_posts()
+        assert posts and posts[-1][1] == 200
+        return
+    assert f"OK (SMTP {dst.domain}: 250 " in line, line
     # the peer's smtpd saw STARTTLS before the mail (port 25 requires it)
     peer_log = dst.log_text("postfix.log")
     assert f"connect from unknown[{src.address}]" in peer_log
@@ -77,8 +86,6 @@ def test_mail_crosses_to_the_peer_over_verified_tls(federation, direction):
         if f"disconnect from unknown[{src.address}]" in line and "starttls=1" in line
     ]
     assert sessions
-    (stored,) = dst.messages_with(rcpt, marker)
-    assert b"-----BEGIN PGP MESSAGE-----" in stored
     received = f"Received: from {src.domain} (unknown [{src.address}])\n\tby {dst.domain} (Postfix)"
     assert f"{received} with ESMTPS".encode() in stored  # ESMTPS: the session was TLS
 
@@ -132,11 +139,17 @@ def _deferred_while_down(a, b, resolver, sender, spw, rcpt, while_down=lambda: N
 
 
 def test_senders_resolver_down_defers_and_the_mail_arrives_once_it_is_back(federation):
-    """A's resolver down: A's Postfix cannot look up B's MX."""
+    """A's resolver down: A's transport cannot look up B's MX and answers Postfix 421. (It
+    keeps MX answers for their TTL and a TLS connection to B for a minute, so it is
+    restarted while the resolver is down: it starts afresh, as after a reboot.)"""
     a, b = federation.a, federation.b
     sender, spw = a.new_account()
     rcpt, _ = b.new_account()
-    line = _deferred_while_down(a, b, a.resolver, sender, spw, rcpt)
+
+    def while_down():
+        a.relay.restart_daemon("filtermail-transport")
+
+    line = _deferred_while_down(a, b, a.resolver, sender, spw, rcpt, while_down)
     assert "Host or domain name not found" in line and "try again" in line
 
 
@@ -172,6 +185,7 @@ def test_untrusted_peer_certificate_defers_instead_of_sending_in_clear(federatio
         path.unlink()
     make_certificate(layout.tls_cert, layout.tls_key, b.domain)
     b.restart_postfix()
+    b.reload_nginx()  # /mxdeliv (HTTPS) presents it too
     try:
         _, line = _submit_and_see_it_deferred(a, b, sender, spw, rcpt, marker, message)
         assert "certificate" in line.lower() and "verif" in line.lower()
@@ -181,6 +195,7 @@ def test_untrusted_peer_certificate_defers_instead_of_sending_in_clear(federatio
         names = b.relay.peering.certificate_names(b.domain)
         issue(b.relay.ca_dir, names, layout.tls_cert, layout.tls_key)
         b.restart_postfix()
+        b.reload_nginx()
     a.relay.flush_queue()
     _exactly_once(b, rcpt, marker)
 

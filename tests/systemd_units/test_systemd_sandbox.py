@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -507,6 +508,141 @@ def test_extra_metrics_without_tools_or_certificate_in_its_sandbox(layout, tmp_p
         assert read_prom(textfile / "chatmail_extra.prom") == {}
     finally:
         daemon.stop()
+
+
+def test_chatmail_turn_serves_credentials_in_its_sandbox(layout, tmp_path):
+    """As turnserver, no network, the secret read from its read-only database; nobody else
+    (vmail here) can read that database."""
+    from chatmaild.turn import secretdb
+    from chatmaild.turn.credentials import password
+
+    try:
+        turnserver = pwd.getpwnam("turnserver")
+    except KeyError:
+        require(False, "user turnserver (Debian's coturn)")
+    db_dir = tmp_path / "turn-db"
+    secretdb.ensure_secret(db_dir / "turndb", MAIL_DOMAIN, owner="turnserver")
+    secret = secretdb.read_secret(db_dir / "turndb", MAIL_DOMAIN)
+    daemon = start(
+        "chatmail-turn.service",
+        "chatmaild.turn",
+        layout,
+        tmp_path,
+        extra_ro_binds={"/var/lib/chatmail-turn": db_dir},
+    )
+    try:
+        sock = daemon.inside("/run/chatmail-turn/turn.socket")
+        wait_for(sock.exists, "turn.socket to appear", daemon)
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o666
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(sock))
+            line = s.makefile("rb").read()
+        username, pw = line.decode().rstrip("\n").split(":")
+        assert pw == password(secret, username)
+        assert_confined(daemon, turnserver)
+    finally:
+        daemon.stop()
+    probe = "import sys; open(sys.argv[1], 'rb')"
+    as_vmail = subprocess.run(
+        ["setpriv", "--reuid=vmail", "--regid=vmail", "--clear-groups"]
+        + [sys.executable, "-c", probe, str(db_dir / "turndb")],
+        capture_output=True,
+        text=True,
+    )
+    assert as_vmail.returncode != 0 and "PermissionError" in as_vmail.stderr
+
+
+def test_coturn_relays_under_its_hardening_dropin(layout, tmp_path):
+    """Debian's coturn.service plus systemd/dropins/coturn.service.d/hardening.conf: coturn
+    (the real binary) starts as turnserver with no capability, under the drop-in's syscall
+    filter, MDWE and read-only system, reads the secret from its database and relays
+    (turnutils_uclient passes against it)."""
+    from systemd_unitfile import DROPINS_DIR
+
+    from chatmaild.config import read_config
+    from chatmaild.turn import secretdb
+    from chatmaild.turn.coturn import TurnLayout, render_turnserver_conf
+    from chatmaild.turn.credentials import credential_line
+
+    from conftest import require_tool
+
+    require_sandbox_tools()
+    require_tool("turnserver", "turnutils_uclient")
+    base = Path("/lib/systemd/system/coturn.service")
+    require(base.exists(), "Debian's coturn.service")
+    turnserver = pwd.getpwnam("turnserver")
+    unit = Unit.load(base, DROPINS_DIR / "coturn.service.d" / "hardening.conf")
+
+    port = _free_udp_port()
+    db_dir = tmp_path / "turn-db"
+    secretdb.ensure_secret(db_dir / "turndb", MAIL_DOMAIN, owner="turnserver")
+    ini = write_ini(
+        tmp_path / "coturn.ini",
+        mail_domain=MAIL_DOMAIN,
+        turn_port=port,
+        turn_relay_ports="61000-61100",
+        turn_db_path="/var/lib/chatmail-turn/turndb",
+    )
+    conf = tmp_path / "turnserver.conf"
+    turn_layout = TurnLayout(
+        conf=conf, listening_ips=("127.0.0.1",), relay_ip="127.0.0.1", allow_loopback_peers=True
+    )
+    conf.write_text(render_turnserver_conf(read_config(ini), turn_layout))
+    os.chmod(conf, 0o644)
+
+    ini_path, paths = layout
+    workdir = tmp_path / "sandbox"
+    workdir.mkdir()
+    daemon = SandboxedDaemon(
+        unit,
+        "unused",
+        [],
+        workdir,
+        ini_path,
+        {**paths, "/var/lib/chatmail-turn": db_dir},
+        extra_ro_binds={"/etc/turnserver.conf": conf},
+    )
+    daemon.argv = unit.exec_start()  # /usr/bin/turnserver -c /etc/turnserver.conf --pidfile=
+    daemon.start()
+    try:
+        username, pw = (
+            credential_line(secretdb.read_secret(db_dir / "turndb", MAIL_DOMAIN), time.time())
+            .decode()
+            .strip()
+            .split(":")
+        )
+        argv = ["turnutils_uclient", "-p", str(port), "-u", username, "-w", pw]
+        argv += ["-r", MAIL_DOMAIN, "-e", "127.0.0.1", "-n", "5", "-m", "1", "-y"]
+        argv += ["-L", "127.0.0.1", "127.0.0.1"]
+        deadline = time.monotonic() + 60  # coturn starts slowly on a loaded machine
+        while True:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            text = out.stdout + out.stderr
+            if "tot_send_msgs=10, tot_recv_msgs=10" in text or time.monotonic() > deadline:
+                break
+            assert daemon.running(), daemon.log()
+            time.sleep(0.5)
+        assert "tot_send_msgs=10, tot_recv_msgs=10" in text, text + daemon.log()
+        assert "ERROR" not in text, text
+        assert_confined(daemon, turnserver)
+    finally:
+        daemon.stop()
+
+
+def _free_udp_port():
+    """A loopback port free for UDP and TCP both (coturn listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+            with socket.socket() as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no port free for UDP and TCP")
 
 
 IROH_CLIENTS = textwrap.dedent(

@@ -43,6 +43,11 @@ BASE_UNITS = {
     "prometheus-postfix-exporter": (
         "User=prometheus\nExecStart=/usr/bin/prometheus-postfix-exporter\n"
     ),
+    # Debian 12's coturn.service (its hardening is InaccessibleDirectories=/home, PrivateTmp)
+    "coturn": (
+        "User=turnserver\nGroup=turnserver\nType=notify\n"
+        "ExecStart=/usr/bin/turnserver -c /etc/turnserver.conf --pidfile=\n"
+    ),
     "mtail": (
         'ExecStart=/bin/sh -c "journalctl -f -o short-iso -n 0 | /usr/local/bin/mtail'
         ' --address=127.0.0.1 --port=3903 --progs /etc/mtail --logtostderr --logs /dev/stdin"\n'
@@ -52,6 +57,7 @@ BASE_UNITS = {
 EXPECTED_EXEC = {
     "filtermail.service": f"{VENV_BIN}/filtermail {CHATMAIL_INI} outgoing",
     "filtermail-incoming.service": f"{VENV_BIN}/filtermail {CHATMAIL_INI} incoming",
+    "filtermail-transport.service": f"{VENV_BIN}/filtermail {CHATMAIL_INI} transport",
     "doveauth.service": f"{VENV_BIN}/doveauth /run/doveauth/doveauth.socket {CHATMAIL_INI}",
     "lastlogin.service": (
         f"{VENV_BIN}/lastlogin /run/chatmail-lastlogin/lastlogin.socket {CHATMAIL_INI}"
@@ -60,6 +66,8 @@ EXPECTED_EXEC = {
         f"{VENV_BIN}/chatmail-metadata /run/chatmail-metadata/metadata.socket {CHATMAIL_INI}"
     ),
     "chatmail-expire.service": f"{VENV_BIN}/chatmail-expire {CHATMAIL_INI} --remove",
+    # TURN credentials on /run/chatmail-turn/turn.socket (turn_socket_path of the ini)
+    "chatmail-turn.service": f"{VENV_BIN}/chatmail-turn serve {CHATMAIL_INI}",
     # /new behind nginx (upstream: the newemail CGI behind fcgiwrap)
     "chatmail-web.service": (
         f"{VENV_BIN}/chatmail-web {CHATMAIL_INI} --listen unix:/run/chatmail-web/web.socket"
@@ -106,6 +114,7 @@ def test_the_unit_set_is_complete():
     assert {
         "filtermail.service",
         "filtermail-incoming.service",
+        "filtermail-transport.service",
         "doveauth.service",
         "lastlogin.service",
         "chatmail-metadata.service",
@@ -117,6 +126,7 @@ def test_the_unit_set_is_complete():
         "chatmail-fsreport.service",
         "chatmail-fsreport.timer",
         "chatmail-web.service",
+        "chatmail-turn.service",
         "chatmail-iroh-relay.service",
     } <= names
     assert {p.parent.name for p in dropin_files()} == {f"{s}.service.d" for s in BASE_UNITS}
@@ -251,6 +261,12 @@ def test_command_lines_match_existing_relays(name):
         assert unit.flag("DynamicUser") and unit.get("User") is None
     elif name == "chatmail-extra-metrics.service":
         assert unit.get("User") is None  # root, with two capabilities
+    elif name == "chatmail-turn.service":
+        # coturn's user, the owner of the secret; the secret is made before, as root
+        assert unit.get("User") == "turnserver"
+        assert unit.get("ExecStartPre") == "+" + EXPECTED_EXEC[name].replace(
+            " serve ", " init-secret "
+        )
     else:
         assert unit.get("User") == "vmail"
 
@@ -314,6 +330,7 @@ def test_write_paths_are_only_the_needed_ones(path):
     expected = {
         "filtermail.service": set(),
         "filtermail-incoming.service": set(),
+        "filtermail-transport.service": set(),
         "doveauth.service": {"/home/vmail/mail"},
         "lastlogin.service": {"/home/vmail/mail"},
         "chatmail-metadata.service": {"/home/vmail/mail"},
@@ -322,6 +339,7 @@ def test_write_paths_are_only_the_needed_ones(path):
         "chatmail-extra-metrics.service": {"/var/lib/prometheus/node-exporter"},
         "chatmail-logmetrics.service": set(),
         "chatmail-web.service": set(),  # reads the mailboxes (BindReadOnlyPaths) only
+        "chatmail-turn.service": set(),  # reads the TURN secret only
         "chatmail-iroh-relay.service": set(),
     }[path.name]
     assert writable == expected
@@ -332,6 +350,8 @@ def test_loopback_services_have_an_ip_allow_list(path):
     unit = Unit.load(path)
     if path.name == "chatmail-metadata.service":
         assert unit.all("IPAddressDeny") == [], "metadata posts notifications over HTTPS"
+    elif path.name == "filtermail-transport.service":
+        assert unit.all("IPAddressDeny") == [], "the transport delivers to other relays"
     else:
         assert unit.all("IPAddressDeny") == ["any"]
         assert set(unit.all("IPAddressAllow")) <= {"localhost"}
