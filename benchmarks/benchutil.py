@@ -6,6 +6,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -90,6 +91,22 @@ def time_calls(func, seconds: float) -> tuple[int, float]:
         if elapsed >= seconds:
             return calls, elapsed
         batch = min(batch * 2, 10_000)
+
+
+def unlimited_relay_pair(name):
+    """(state dir, RelayPair not yet up) for a two-relay benchmark: a fresh state dir under
+    /tmp, namespaces `<name>-<pid>`, the per-user send limits out of the way."""
+    from chatmaild.relay.federation import RelayPair
+
+    state = Path(tempfile.mkdtemp(prefix=f"{name}-", dir="/tmp"))
+    os.chmod(state, 0o755)
+    pair = RelayPair(
+        state,
+        f"{name}-{os.getpid()}",
+        ini_extra={"max_user_send_per_minute": 1000000, "max_user_send_burst_size": 1000000},
+        log=lambda m: 0,
+    )
+    return state, pair
 
 
 def relay_bench_args(doc, **more_ints):
