@@ -22,8 +22,8 @@ from chatmaild.relay.netns import entered, exec_prefix
 from chatmaild.turn import secretdb
 from chatmaild.turn.credentials import VALIDITY
 
+from .deltachat_helpers import deltachat_in_netns
 from .helpers import wait_until
-from .test_relay_deltachat import rpc_in_netns
 from conftest import require, require_tool
 
 TURN_PORT = 3478
@@ -61,17 +61,13 @@ def turn_relay(relay):
 @pytest.fixture(scope="module")
 def ice_servers(turn_relay, tmp_path_factory):
     """What Delta Chat 2.65 would use for a call from an account on the relay."""
-    from deltachat_rpc_client import DeltaChat
-
     from .test_relay_deltachat import _account
 
     accounts_dir = tmp_path_factory.mktemp("dc-turn")
-    with (
-        open(accounts_dir / "rpc-server.stderr", "wb") as stderr,
-        rpc_in_netns(turn_relay.netns, accounts_dir / "accounts", stderr) as rpc,
-    ):
-        account = _account(DeltaChat(rpc), turn_relay)
-        return account.ice_servers()
+    with deltachat_in_netns(
+        turn_relay.netns, accounts_dir / "accounts", accounts_dir / "rpc-server.stderr"
+    ) as deltachat:
+        return _account(deltachat, turn_relay).ice_servers()
 
 
 # -- chatmail-turn --------------------------------------------------------------------------
