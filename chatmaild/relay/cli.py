@@ -13,8 +13,8 @@ from chatmaild.relay.federation import (
     is_pair_dir,
 )
 from chatmaild.relay.instance import DEFAULT_STATE_DIR, Relay, RelayError
-from chatmaild.relay.opendkim import genkey_command, signing_layout, txt_value, zone_line
-from chatmaild.relay.render import production_layout, push_script_text, render_relay
+from chatmaild.render.files import production_layout, push_script_text, render_relay
+from chatmaild.render.opendkim import genkey_command, signing_layout, txt_value, zone_line
 
 
 def _parser():
@@ -239,7 +239,7 @@ def _relay_config_and_key(args):
 
 def cmd_dns(args):
     """Print the zone snippet of the relay, or with --check compare it with what DNS says."""
-    from chatmaild.relay import dnsrecords
+    from chatmaild.render import dnsrecords
     from chatmaild.web.site import mta_sts_policy
 
     config, key = _relay_config_and_key(args)
@@ -271,7 +271,7 @@ def cmd_dns(args):
 
 
 def _check_dns(records, nameserver):
-    from chatmaild.relay import dnscheck, dnsrecords
+    from chatmaild.render import dnscheck, dnsrecords
 
     resolver = dnscheck.resolver(nameserver)
     failed = 0

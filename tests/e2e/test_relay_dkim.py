@@ -12,7 +12,7 @@ import dkim
 import pytest
 
 from chatmaild.relay.dkimrun import wait_syslog_socket
-from chatmaild.relay.opendkim import key_name, txt_value
+from chatmaild.render.opendkim import key_name, txt_value
 
 from .helpers import (
     Endpoints,
