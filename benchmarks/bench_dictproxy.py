@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import dictload
+from benchutil import proc_status_kb
 
 REPO = Path(__file__).resolve().parent.parent
 DOMAIN = "bench.example"
@@ -68,10 +69,7 @@ class Daemon:
             time.sleep(0.02)
 
     def status(self, key):
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-        return 0
+        return (proc_status_kb(self.proc.pid, key) or 0) * 1024
 
     def rss(self):
         return int(Path(f"/proc/{self.proc.pid}/statm").read_text().split()[1]) * PAGE

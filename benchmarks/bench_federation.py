@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,10 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "e2e")]
 
-from benchutil import p50_p99_ms, relay_bench_args  # noqa: E402
+from benchutil import p50_p99_ms, relay_bench_args, unlimited_relay_pair  # noqa: E402
 from helpers import RelayClients, encrypted_message, read_stored  # noqa: E402
-
-from chatmaild.relay.federation import RelayPair  # noqa: E402
 
 POLL_S = 0.005
 MARKER = b"X-Test-Marker: "
@@ -153,14 +150,7 @@ def burst(a, senders, rcpt_boxes, messages, timeout):
 
 
 def run(messages, sessions, single=20, timeout=300):
-    state = Path(tempfile.mkdtemp(prefix="chatmaild-bench-fed-", dir="/tmp"))
-    os.chmod(state, 0o755)
-    pair = RelayPair(
-        state,
-        f"chatmaild-bench-fed-{os.getpid()}",
-        ini_extra={"max_user_send_per_minute": 1000000, "max_user_send_burst_size": 1000000},
-        log=lambda m: 0,
-    )
+    state, pair = unlimited_relay_pair("chatmaild-bench-fed")
     result = {"messages": messages, "sessions": sessions, "single": single}
     t0 = time.perf_counter()
     try:

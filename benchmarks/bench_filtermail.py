@@ -43,14 +43,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from benchutil import free_port, wait_port  # noqa: E402
+from benchutil import (  # noqa: E402
+    free_port,
+    proc_cpu_seconds,
+    proc_status_kb,
+    smtp_reply_code,
+    stop_process,
+    wait_port,
+)
 from filtermail_samples import armor, encrypt, encrypted_mail  # noqa: E402
 
 SENDER = "alice@chat.example"
 RECIPIENT = "bob@other.example"
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 SIZES = {"4KB": 4 * 1024, "50KB": 50 * 1024, "1MB": 1024 * 1024}
 
@@ -140,14 +146,10 @@ class FilterProcess:
         raise RuntimeError("no encrypted-messages counter in the scrape")
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+        return proc_cpu_seconds(self.proc.pid)
 
     def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        return (proc_status_kb(self.proc.pid, "VmHWM") or 0) / 1024
 
     def accepted(self) -> int:
         return self.log_path.read_text().count(
@@ -155,12 +157,7 @@ class FilterProcess:
         )
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, timeout=15)
 
 
 def smtp_source(port: int, msgfile: Path, sessions: int, count: int) -> float:
@@ -178,20 +175,11 @@ def smtp_source(port: int, msgfile: Path, sessions: int, count: int) -> float:
 # -- fixed-rate latency client ---------------------------------------------------------------
 
 
-async def _reply(reader) -> int:
-    while True:
-        line = await reader.readline()
-        if not line:
-            raise ConnectionError("closed")
-        if line[3:4] != b"-":
-            return int(line[:3])
-
-
 async def _transaction(port: int, stuffed: bytes) -> float:
     start = time.perf_counter()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        await _reply(reader)
+        await smtp_reply_code(reader)
         for command, expected in (
             (b"EHLO bench.test\r\n", 250),
             (f"MAIL FROM:<{SENDER}>\r\n".encode(), 250),
@@ -200,7 +188,7 @@ async def _transaction(port: int, stuffed: bytes) -> float:
             (stuffed, 250),
         ):
             writer.write(command)
-            code = await _reply(reader)
+            code = await smtp_reply_code(reader)
             if code != expected:
                 raise RuntimeError(f"unexpected reply {code}")
         elapsed = time.perf_counter() - start

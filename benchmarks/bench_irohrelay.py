@@ -27,7 +27,6 @@ import json
 import os
 import resource
 import selectors
-import signal
 import socket
 import struct
 import subprocess
@@ -38,7 +37,14 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchutil import free_port, p50_p99_ms, wait_port  # noqa: E402
+from benchutil import (  # noqa: E402
+    free_port,
+    p50_p99_ms,
+    proc_cpu_seconds,
+    proc_status_kb,
+    stop_process,
+    wait_port,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
@@ -49,7 +55,6 @@ from chatmaild.irohrelay import handshake as hs  # noqa: E402
 PACKET = 1200
 FRAME = fr.HEADER_LEN + fr.KEY_LEN + PACKET  # SendPacket and RecvPacket are the same size
 UPGRADE = b"GET /relay HTTP/1.1\r\nHost: bench\r\nUpgrade: iroh derp http\r\n\r\n"
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class Relay:
@@ -74,14 +79,13 @@ class Relay:
         wait_port(self.metrics_port)
 
     def cpu_seconds(self):
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS
+        return proc_cpu_seconds(self.proc.pid)
 
     def rss_kb(self):
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
+        rss = proc_status_kb(self.proc.pid, "VmRSS")
+        if rss is None:
+            raise RuntimeError("no VmRSS")
+        return rss
 
     def metric(self, name):
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
@@ -92,12 +96,7 @@ class Relay:
         return total
 
     def close(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
         self.dir.cleanup()
 

@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import dictload
 from aiohttp import web
+from benchutil import proc_cpu_seconds, proc_status_kb, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 DOMAIN = "chat.example"
@@ -79,14 +79,10 @@ class Daemon:
         raise RuntimeError("daemon did not start: " + self.log_path.read_text())
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return proc_cpu_seconds(self.proc.pid)
 
     def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        return (proc_status_kb(self.proc.pid, "VmRSS") or 0) / 1024
 
     def queue_depth(self) -> int:
         d = self.mailboxes / "pending_notifications"
@@ -96,12 +92,7 @@ class Daemon:
         return len(self.log_path.read_text(errors="replace").splitlines())
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
 
 

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from bench_filtermail import SMTP_SINK, FilterProcess, Sink, make_message  # noqa: E402
-from benchutil import p50_p99_ms, wait_port  # noqa: E402
+from benchutil import p50_p99_ms, smtp_reply_code, wait_port  # noqa: E402
 
 from chatmaild.filtermail.mxdeliv import request_headers, stuff_body  # noqa: E402
 
@@ -43,17 +43,8 @@ SIZES = {"4KB": 4 * 1024, "50KB": 50 * 1024}
 MODES = ("smtp-conn", "smtp-keep", "http-keep")
 
 
-async def _reply(reader) -> int:
-    while True:
-        line = await reader.readline()
-        if not line:
-            raise ConnectionError("closed")
-        if line[3:4] != b"-":
-            return int(line[:3])
-
-
 async def _expect(reader, code: int) -> None:
-    got = await _reply(reader)
+    got = await smtp_reply_code(reader)
     if got != code:
         raise RuntimeError(f"expected {code}, got {got}")
 

@@ -27,7 +27,6 @@ import smtplib
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from email.utils import formatdate
@@ -37,11 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "e2e")]
 
 from bench_federation import MaildirWatcher  # noqa: E402
-from benchutil import p50_p99_ms  # noqa: E402
+from benchutil import p50_p99_ms, unlimited_relay_pair  # noqa: E402
 from helpers import RelayClients  # noqa: E402
 
 from chatmaild.metrics.scrape import samples  # noqa: E402
-from chatmaild.relay.federation import RelayPair  # noqa: E402
 from chatmaild.relay.netns import entered  # noqa: E402
 
 NO_LISTENER = 'oifname "lo" ip daddr 127.0.0.1 tcp dport 10082 reject with tcp reset'
@@ -268,14 +266,7 @@ def main():
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (Postfix, Dovecot, network namespaces)")
-    state = Path(tempfile.mkdtemp(prefix="chatmaild-bench-transport-", dir="/tmp"))
-    os.chmod(state, 0o755)
-    pair = RelayPair(
-        state,
-        f"chatmaild-bench-tr-{os.getpid()}",
-        ini_extra={"max_user_send_per_minute": 1000000, "max_user_send_burst_size": 1000000},
-        log=lambda m: 0,
-    )
+    state, pair = unlimited_relay_pair("chatmaild-bench-tr")
     results = []
     modes = args.modes.split(",")
     parallels = [int(x) for x in args.parallel.split(",")]

@@ -16,25 +16,16 @@ measured interval only (clients are started, then released together).
 """
 
 import multiprocessing
-import os
 import resource
 import select
 import socket
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from benchutil import percentile
+from benchutil import percentile, proc_cpu_seconds
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of process `pid` (all its threads), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 @dataclass

@@ -15,11 +15,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from chatmaild.filtermail.dkimcheck import KeyFound
-from chatmaild.relay.opendkim import OVERSIGN_HEADERS, SELECTOR
+from chatmaild.render.opendkim import OVERSIGN_HEADERS, SELECTOR
 
 # What OpenDKIM on a chatmail relay signs, as far as present: RFC 6376's list (dkimpy's
 # default, which has From) plus Autocrypt and Content-Type, and the relay's oversigned fields
-# once more (chatmaild.relay.opendkim renders the same lists into opendkim.conf).
+# once more (chatmaild.render.opendkim renders the same lists into opendkim.conf).
 SIGNED = (*dkim.DKIM.SHOULD, b"autocrypt", b"secure-join")
 OVERSIGNED = tuple(name.encode() for name in OVERSIGN_HEADERS)
 

@@ -140,7 +140,7 @@ def test_every_module_imports_without_the_extras():
 def test_production_relay_commands_run_without_the_extras(tmp_path, command):
     ini = write_ini(tmp_path / "chatmail.ini", mail_domain="eijo.im")
     key = tmp_path / "dkim.private"
-    from chatmaild.relay.dkimkey import new_private_pem
+    from chatmaild.render.dkimkey import new_private_pem
 
     key.write_bytes(new_private_pem(1024))
     args = [command, "--config", str(ini), "--dkim-key", str(key)]

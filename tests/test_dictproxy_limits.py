@@ -9,10 +9,11 @@ import sys
 import time
 
 import pytest
+from dictproxy_helpers import dict_connect as connect
+from dictproxy_helpers import dict_served
 
 from chatmaild.acceptor import RateLimitedWarning
-from chatmaild.dictproxy import serve_unix
-from chatmaild.dictproxy.server import Limits, close_connections
+from chatmaild.dictproxy.server import Limits
 
 from conftest import REPO_ROOT, daemon_env
 
@@ -32,17 +33,8 @@ class Echo:
 async def limited(tmp_path):
     path = tmp_path / "dict.socket"
     limits = Limits(max_connections=5, idle_timeout=0.6, line_timeout=0.4, sweep_interval=0.1)
-    server = await serve_unix(path, Echo(), limits=limits)
-    yield path
-    server.close()
-    close_connections(server)
-    await server.wait_closed()
-
-
-async def connect(path):
-    reader, writer = await asyncio.open_unix_connection(str(path))
-    writer.write(b"H3\t2\t0\t\ttest\n")
-    return reader, writer
+    async with dict_served(path, Echo(), limits=limits):
+        yield path
 
 
 async def closed_within(reader, seconds):

@@ -6,9 +6,10 @@ import os
 import stat
 
 import pytest
+from dictproxy_helpers import dict_connect as connect
+from dictproxy_helpers import dict_served
 
 from chatmaild.dictproxy import DictFailure, serve_unix
-from chatmaild.dictproxy.server import close_connections
 
 
 class RecordingService:
@@ -66,17 +67,8 @@ class RecordingService:
 async def served(tmp_path):
     service = RecordingService()
     path = tmp_path / "dict.socket"
-    server = await serve_unix(path, service)
-    yield service, path
-    server.close()
-    close_connections(server)
-    await server.wait_closed()
-
-
-async def connect(path):
-    reader, writer = await asyncio.open_unix_connection(str(path))
-    writer.write(b"H3\t2\t0\t\ttest\n")
-    return reader, writer
+    async with dict_served(path, service):
+        yield service, path
 
 
 async def ask(conn, data: bytes, nlines: int) -> list[bytes]:

@@ -44,15 +44,11 @@ def run_checkpassword(sock_path, user, password, env_extra=None, timeout=30):
 
 @pytest.fixture
 async def doveauth_socket(config, tmp_path):  # noqa: F811
-    from chatmaild.dictproxy import serve_unix
-    from chatmaild.dictproxy.server import close_connections
+    from dictproxy_helpers import dict_served
 
     harness = Harness(config, tmp_path / "doveauth.socket")
-    server = await serve_unix(harness.path, harness.service)
-    yield harness
-    server.close()
-    close_connections(server)
-    await server.wait_closed()
+    async with dict_served(harness.path, harness.service):
+        yield harness
     harness.service.close()
 
 

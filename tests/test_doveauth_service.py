@@ -9,10 +9,10 @@ import threading
 import time
 
 import pytest
+from dictproxy_helpers import dict_served
 
 from chatmaild.config import read_config
-from chatmaild.dictproxy import proto, serve_unix
-from chatmaild.dictproxy.server import close_connections
+from chatmaild.dictproxy import proto
 from chatmaild.doveauth import hashing, sysres
 from chatmaild.doveauth.rules import Resources
 from chatmaild.doveauth.service import DoveauthService, worker_count
@@ -83,11 +83,8 @@ class Harness:
 @pytest.fixture
 async def auth(config, tmp_path):
     harness = Harness(config, tmp_path / "doveauth.socket")
-    server = await serve_unix(harness.path, harness.service)
-    yield harness
-    server.close()
-    close_connections(server)
-    await server.wait_closed()
+    async with dict_served(harness.path, harness.service):
+        yield harness
     harness.service.close()
 
 

@@ -2,6 +2,7 @@
 (chatmaild.irohrelay.client) against the server on 127.0.0.1, and the daemon itself."""
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -46,19 +47,24 @@ class Running:
         return self.server.router.stats
 
 
-async def start(**limits):
+@contextlib.asynccontextmanager
+async def serving(**limits):
+    """A relay with `limits` on 127.0.0.1 for the block; then its listener and every
+    connection are closed."""
     server = RelayServer(Limits(**limits))
     loop = asyncio.get_running_loop()
     listener = await loop.create_server(server.protocol, "127.0.0.1", 0)
-    return Running(server, listener)
+    try:
+        yield Running(server, listener)
+    finally:
+        listener.close()
+        server.close_all()
 
 
 @pytest.fixture
 async def relay():
-    running = await start(ping_interval=60, write_timeout=2.0)
-    yield running
-    running.listener.close()
-    running.server.close_all()
+    async with serving(ping_interval=60, write_timeout=2.0) as running:
+        yield running
 
 
 async def pair(relay):
@@ -184,8 +190,7 @@ async def test_node_gone_when_a_sender_leaves(relay):
 
 
 async def test_a_client_that_stops_reading_does_not_stall_the_others():
-    relay = await start(ping_interval=60, write_timeout=1.0, write_high_water=16 * 1024)
-    try:
+    async with serving(ping_interval=60, write_timeout=1.0, write_high_water=16 * 1024) as relay:
         a, b = await pair(relay)
         # the stuck client: a small receive buffer, and it never reads
         sock = socket.socket()
@@ -216,14 +221,10 @@ async def test_a_client_that_stops_reading_does_not_stall_the_others():
             await asyncio.sleep(0.05)
         assert relay.stats.write_timeouts == 1
         sock.close()
-    finally:
-        relay.listener.close()
-        relay.server.close_all()
 
 
 async def test_server_pings_a_silent_client_and_ends_it_without_pong():
-    relay = await start(ping_interval=0.2, ping_jitter=(0.0, 0.05), pong_timeout=0.3)
-    try:
+    async with serving(ping_interval=0.2, ping_jitter=(0.0, 0.05), pong_timeout=0.3) as relay:
         a = await relay.client()
         frame_type, data = await a.recv_frame(timeout=3)
         assert frame_type == fr.PING and len(data) == 8
@@ -232,33 +233,22 @@ async def test_server_pings_a_silent_client_and_ends_it_without_pong():
         assert frame_type == fr.PING  # answered: still connected, pinged again
         assert await a.closed(timeout=3) == []  # not answered: ended
         assert relay.stats.pongs_missed == 1
-    finally:
-        relay.listener.close()
-        relay.server.close_all()
 
 
 async def test_handshake_timeout():
-    relay = await start(handshake_timeout=0.3)
-    try:
+    async with serving(handshake_timeout=0.3) as relay:
         c = await relay.client(handshake=False)
         assert await c.closed(timeout=3) == []
         assert relay.stats.refused_handshake == 1
-    finally:
-        relay.listener.close()
-        relay.server.close_all()
 
 
 async def test_client_limit_answers_503():
-    relay = await start(max_clients=1)
-    try:
+    async with serving(max_clients=1) as relay:
         first = await relay.client()
         with pytest.raises(ConnectionError, match="503"):
             await relay.client()
         assert relay.stats.refused_full == 1
         first.close()
-    finally:
-        relay.listener.close()
-        relay.server.close_all()
 
 
 async def http(relay, request: bytes) -> bytes:
@@ -392,19 +382,24 @@ def test_daemon_serves_relay_and_metrics(tmp_path):
     assert proc.returncode in (0, -15)
 
 
+def _daemon_run_to_exit(tmp_path, params):
+    """Run the daemon on an ini of mail_domain x.org plus `params` until it exits."""
+    ini = tmp_path / "chatmail.ini"
+    ini.write_text(f"[params]\nmail_domain = x.org\n{params}")
+    return subprocess.run(
+        [sys.executable, "-m", "chatmaild.irohrelay", str(ini)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def test_daemon_refuses_a_taken_port(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        ini = tmp_path / "chatmail.ini"
-        ini.write_text(f"[params]\nmail_domain = x.org\niroh_relay_listen = 127.0.0.1:{port}\n")
-        result = subprocess.run(
-            [sys.executable, "-m", "chatmaild.irohrelay", str(ini)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = _daemon_run_to_exit(tmp_path, f"iroh_relay_listen = 127.0.0.1:{port}\n")
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
@@ -414,14 +409,7 @@ def test_daemon_refuses_a_taken_port(tmp_path):
     [("iroh_relay_listen", "3340"), ("iroh_relay_max_clients", "many"), ("metrics_irohrelay", "x")],
 )
 def test_daemon_refuses_bad_ini_values(tmp_path, key, value):
-    ini = tmp_path / "chatmail.ini"
-    ini.write_text(f"[params]\nmail_domain = x.org\n{key} = {value}\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "chatmaild.irohrelay", str(ini)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = _daemon_run_to_exit(tmp_path, f"{key} = {value}\n")
     assert result.returncode == 2
     assert key in result.stderr and repr(value) in result.stderr
 

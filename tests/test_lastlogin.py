@@ -5,10 +5,9 @@ import logging
 import os
 
 import pytest
+from dictproxy_helpers import dict_served
 
 from chatmaild.config import read_config
-from chatmaild.dictproxy import serve_unix
-from chatmaild.dictproxy.server import close_connections
 from chatmaild.lastlogin.recorded import RecordedDays
 from chatmaild.lastlogin.service import LastLoginService, parse_timestamp
 from chatmaild.mailbox import Mailboxes
@@ -23,12 +22,9 @@ DAY = 86400
 async def lastlogin(tmp_path):
     config = read_config(write_ini(tmp_path / "chatmail.ini", mailboxes_dir=tmp_path / "mb"))
     path = tmp_path / "lastlogin.socket"
-    server = await serve_unix(path, LastLoginService(config))
-    boxes = Mailboxes(config.mailboxes_dir, config.address_domain)
-    yield path, boxes
-    server.close()
-    close_connections(server)
-    await server.wait_closed()
+    async with dict_served(path, LastLoginService(config)):
+        boxes = Mailboxes(config.mailboxes_dir, config.address_domain)
+        yield path, boxes
 
 
 async def send(path, body: bytes, nlines=1):

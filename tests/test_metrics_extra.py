@@ -299,7 +299,7 @@ def test_default_certificate_path_is_the_relays(ini_path):
     """The path the relay's Postfix and Dovecot are configured with (production layout)."""
     from chatmaild.config import read_config
     from chatmaild.metrics.extra import relay_cert
-    from chatmaild.relay.render import production_layout
+    from chatmaild.render.files import production_layout
 
     config = read_config(ini_path)
     assert relay_cert(str(ini_path)) == (config.mail_domain, production_layout(config).tls_cert)

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from chatmaild.config import read_config
-from chatmaild.relay.apply import apply_files
-from chatmaild.relay.serverfiles import render_server_files
+from chatmaild.render.apply import apply_files
+from chatmaild.render.serverfiles import render_server_files
 
 from conftest import write_ini
 

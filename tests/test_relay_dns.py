@@ -13,9 +13,11 @@ import pytest
 from unbound_instance import UNBOUND, Unbound, free_udp_tcp_port, require_unbound
 
 from chatmaild.config import read_config
-from chatmaild.relay import dnscheck, dnsrecords
-from chatmaild.relay.dkimkey import new_private_pem
-from chatmaild.relay.dnsrecords import (
+from chatmaild.relay.federation import RelayPair
+from chatmaild.relay.resolver import unbound_conf
+from chatmaild.render import dnscheck, dnsrecords
+from chatmaild.render.dkimkey import new_private_pem
+from chatmaild.render.dnsrecords import (
     DIFFERENT,
     MISSING,
     OK,
@@ -25,10 +27,8 @@ from chatmaild.relay.dnsrecords import (
     relay_records,
     zone_lines,
 )
-from chatmaild.relay.federation import RelayPair
-from chatmaild.relay.opendkim import txt_value
-from chatmaild.relay.resolver import unbound_conf
-from chatmaild.relay.zone import Zone
+from chatmaild.render.opendkim import txt_value
+from chatmaild.render.zone import Zone
 
 from conftest import REPO_ROOT, daemon_env, write_ini
 

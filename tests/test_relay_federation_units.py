@@ -12,9 +12,9 @@ import pytest
 from chatmaild.config import read_config
 from chatmaild.relay.netns import resolv_conf_text
 from chatmaild.relay.peering import Peering
-from chatmaild.relay.render import local_layout, production_layout, render_relay
 from chatmaild.relay.resolver import unbound_conf
-from chatmaild.relay.zone import (
+from chatmaild.render.files import local_layout, production_layout, render_relay
+from chatmaild.render.zone import (
     Record,
     Zone,
     dkim_record,

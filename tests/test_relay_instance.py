@@ -10,7 +10,7 @@ import pytest
 from chatmaild.relay.daemons import relay_daemons
 from chatmaild.relay.instance import unreachable_parent
 from chatmaild.relay.netns import exec_prefix, hosts_text
-from chatmaild.relay.render import local_layout
+from chatmaild.render.files import local_layout
 
 
 @pytest.fixture

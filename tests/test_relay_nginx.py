@@ -1,4 +1,4 @@
-"""nginx and website rendering from chatmail.ini (chatmaild.relay.nginx, chatmaild.web.site)."""
+"""nginx and website rendering from chatmail.ini (chatmaild.render.nginx, chatmaild.web.site)."""
 
 import dataclasses
 import os
@@ -11,8 +11,8 @@ import pytest
 
 from chatmaild.config import read_config
 from chatmaild.relay.instance import make_certificate
-from chatmaild.relay.nginx import STREAM_MODULE, render_nginx
-from chatmaild.relay.render import local_layout, production_layout, render_relay
+from chatmaild.render.files import local_layout, production_layout, render_relay
+from chatmaild.render.nginx import STREAM_MODULE, render_nginx
 from chatmaild.web import site
 
 from conftest import daemon_argv, daemon_env, require, require_tool, write_ini

@@ -17,9 +17,11 @@ import time
 import pytest
 
 from chatmaild.config import read_config
-from chatmaild.relay.dkimkey import ensure_key, new_private_pem
 from chatmaild.relay.dkimrun import check_argv, opendkim_argv
-from chatmaild.relay.opendkim import (
+from chatmaild.relay.syslogsink import as_line
+from chatmaild.render.dkimkey import ensure_key, new_private_pem
+from chatmaild.render.files import local_layout, production_layout, render_relay
+from chatmaild.render.opendkim import (
     OVERSIGN_HEADERS,
     DkimLayout,
     key_name,
@@ -31,9 +33,7 @@ from chatmaild.relay.opendkim import (
     txt_value,
     zone_line,
 )
-from chatmaild.relay.render import local_layout, production_layout, render_relay
-from chatmaild.relay.syslogsink import as_line
-from chatmaild.relay.zone import TXT_CHUNK
+from chatmaild.render.zone import TXT_CHUNK
 
 from conftest import REPO_ROOT, daemon_env, require, require_tool, write_ini
 

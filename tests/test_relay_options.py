@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from chatmaild.config import read_config
-from chatmaild.relay.render import local_layout, production_layout, render_relay
+from chatmaild.render.files import local_layout, production_layout, render_relay
 
 from conftest import require, require_tool, write_ini
 
@@ -190,7 +190,7 @@ def test_an_ip_only_relay_renders_what_postfix_accepts(tmp_path):
 def test_smtp_limits_give_one_client_a_fifth(total, per_client):
     from types import SimpleNamespace
 
-    from chatmaild.relay.options import smtp_limits
+    from chatmaild.render.options import smtp_limits
 
     # 0: Postfix's "no limit" for both maxproc and the per-client count
     assert smtp_limits(SimpleNamespace(max_smtp_connections=total)) == (total, per_client)
@@ -199,7 +199,7 @@ def test_smtp_limits_give_one_client_a_fifth(total, per_client):
 def test_creatable_users_names_every_allowed_length_in_the_domain():
     from types import SimpleNamespace
 
-    from chatmaild.relay.options import creatable_users
+    from chatmaild.render.options import creatable_users
 
     config = SimpleNamespace(
         username_min_length=3, username_max_length=5, address_domain="[1.2.3.4]"

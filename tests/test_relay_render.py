@@ -11,13 +11,12 @@ import pytest
 
 from chatmaild.config import read_config
 from chatmaild.relay.instance import default_ini_text
-from chatmaild.relay.render import (
-    PLACEHOLDER,
+from chatmaild.render.files import (
     local_layout,
     production_layout,
     render_relay,
-    substitute,
 )
+from chatmaild.render.templating import PLACEHOLDER, substitute
 
 from conftest import require_tool, write_ini
 

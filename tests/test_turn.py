@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from chatmaild.config import ConfigError, read_config
-from chatmaild.relay.render import admin_aliases, admin_mailbox, admin_uri
+from chatmaild.render.files import admin_aliases, admin_mailbox, admin_uri
 from chatmaild.turn import secretdb
 from chatmaild.turn.coturn import (
     TurnLayout,

@@ -54,8 +54,18 @@ class Client:
         self.closed = False
 
 
-class Stats:
-    """Plain counters, read at scrape time (metrics.irohrelay)."""
+class Counters:
+    """Plain integer counters, one per name in a subclass's `__slots__`, starting at 0."""
+
+    __slots__ = ()
+
+    def __init__(self):
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+
+class Stats(Counters):
+    """Plain counters of routing, read at scrape time (metrics.irohrelay)."""
 
     __slots__ = (
         "packets_in",
@@ -68,10 +78,6 @@ class Stats:
         "replaced",
         "node_gone",
     )
-
-    def __init__(self):
-        for name in self.__slots__:
-            setattr(self, name, 0)
 
 
 class Router:

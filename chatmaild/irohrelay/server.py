@@ -25,7 +25,7 @@ import time
 
 from . import frames as fr
 from . import httpfront
-from .core import Client, Router
+from .core import Client, Counters, Router
 from .handshake import HandshakeError, parse_client_info
 from .websocket import WsFraming
 
@@ -70,7 +70,7 @@ class Limits:
         self.write_high_water = write_high_water
 
 
-class ServerStats:
+class ServerStats(Counters):
     """Plain counters of the connection layer (the core counts routing in Router.stats)."""
 
     __slots__ = (
@@ -88,10 +88,6 @@ class ServerStats:
         "protocol_errors",
         "http_requests",
     )
-
-    def __init__(self):
-        for name in self.__slots__:
-            setattr(self, name, 0)
 
 
 class RelayServer:

@@ -30,7 +30,7 @@ from . import extraparse
 
 TOOL_TIMEOUT = 20
 PROM_NAME = "chatmail_extra.prom"
-# Where the relay's certificates live (chatmaild.relay.render.production_layout: tls_cert).
+# Where the relay's certificates live (chatmaild.render.files.production_layout: tls_cert).
 ACME_LIVE_DIR = Path("/var/lib/acme/live")
 
 # every family this collector can write; the dashboard consistency test reads it

@@ -7,7 +7,6 @@ import signal
 import sys
 from pathlib import Path
 
-from chatmaild.relay.apply import apply_files
 from chatmaild.relay.federation import (
     DEFAULT_PAIR_NETNS,
     DEFAULT_PAIR_STATE_DIR,
@@ -15,9 +14,10 @@ from chatmaild.relay.federation import (
     is_pair_dir,
 )
 from chatmaild.relay.instance import DEFAULT_STATE_DIR, Relay, RelayError
-from chatmaild.relay.opendkim import genkey_command, signing_layout, txt_value, zone_line
-from chatmaild.relay.render import production_layout, push_script_text, render_relay
-from chatmaild.relay.serverfiles import render_server_files
+from chatmaild.render.apply import apply_files
+from chatmaild.render.files import production_layout, push_script_text, render_relay
+from chatmaild.render.opendkim import genkey_command, signing_layout, txt_value, zone_line
+from chatmaild.render.serverfiles import render_server_files
 
 
 def _parser():
@@ -264,7 +264,7 @@ def _relay_config_and_key(args):
 
 def cmd_dns(args):
     """Print the zone snippet of the relay, or with --check compare it with what DNS says."""
-    from chatmaild.relay import dnsrecords
+    from chatmaild.render import dnsrecords
     from chatmaild.web.site import mta_sts_policy
 
     config, key = _relay_config_and_key(args)
@@ -296,7 +296,7 @@ def cmd_dns(args):
 
 
 def _check_dns(records, nameserver):
-    from chatmaild.relay import dnscheck, dnsrecords
+    from chatmaild.render import dnscheck, dnsrecords
 
     resolver = dnscheck.resolver(nameserver)
     failed = 0

@@ -5,7 +5,7 @@ import importlib.util
 from pathlib import Path
 
 from chatmaild.metrics.exporter import parse_listen_spec
-from chatmaild.relay.opendkim import signing_layout
+from chatmaild.render.opendkim import signing_layout
 
 # chatmail-logmetrics' own default (mtail's address), when the ini sets no metrics_logmetrics
 LOGMETRICS_DEFAULT_LISTEN = "127.0.0.1:3903"

@@ -19,9 +19,9 @@ import stat
 import subprocess
 import time
 
-from chatmaild.relay.dkimkey import ensure_key
-from chatmaild.relay.opendkim import USER
 from chatmaild.relay.processes import read_pid
+from chatmaild.render.dkimkey import ensure_key
+from chatmaild.render.opendkim import USER
 
 SOCKET_WAIT = 10.0
 

@@ -4,7 +4,7 @@ Relay A (`relay-a.test`) and relay B (`relay-b.test`) are complete local relays
 (chatmaild.relay.instance) in namespaces `<prefix>-a` and `<prefix>-b`, joined by a veth
 pair (`peer0`, 10.77.0.1 and 10.77.0.2; the link exists only inside the two namespaces,
 so the addresses cannot clash with anything). Each namespace runs its own unbound
-(chatmaild.relay.resolver) serving both zones (chatmaild.relay.zone): the records
+(chatmaild.relay.resolver) serving both zones (chatmaild.render.zone): the records
 `python -m chatmaild.relay dns` prints for each (A, MX, SPF, the DKIM key, DMARC, `_mta-sts`,
 SRV). Both certificates come from one test CA in `<state>/ca`, which both Postfix SMTP
 clients and both transport services trust; the rendering is otherwise the production one, so
@@ -20,11 +20,11 @@ import sys
 from pathlib import Path
 
 from chatmaild.relay import netns as netns_mod
-from chatmaild.relay.dnsrecords import mta_sts_id
 from chatmaild.relay.instance import Relay, RelayError, ensure_packages
 from chatmaild.relay.peering import Peering
 from chatmaild.relay.resolver import Resolver
-from chatmaild.relay.zone import relay_zone
+from chatmaild.render.dnsrecords import mta_sts_id
+from chatmaild.render.zone import relay_zone
 from chatmaild.web.site import mta_sts_policy
 
 DOMAINS = ("relay-a.test", "relay-b.test")
@@ -46,7 +46,7 @@ class RelayPair:
 
     `ini_extra` is appended to both relays' chatmail.ini; `per_relay_ini(domain, address)`,
     when given, returns keys for one relay only (e.g. its own `iroh_relay` URL on the link);
-    `extra_zones` (chatmaild.relay.zone Zones) are served by both resolvers besides the
+    `extra_zones` (chatmaild.render.zone Zones) are served by both resolvers besides the
     relays' own, e.g. a test sender domain.
     """
 

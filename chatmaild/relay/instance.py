@@ -21,15 +21,17 @@ import time
 from pathlib import Path
 
 from chatmaild.metrics.exporter import parse_listen_spec
-from chatmaild.relay import dkimrun, listening, processes, webcert
+from chatmaild.relay import dkimrun, listening, printout, processes, webcert
 from chatmaild.relay import netns as netns_mod
 from chatmaild.relay.daemons import LIMIT_NOFILE, OPENDKIM_LOG, TURN_USER, relay_daemons
-from chatmaild.relay.nginx import STREAM_MODULE
-from chatmaild.relay.opendkim import signing_layout, zone_line
 from chatmaild.relay.peering import Peering
+from chatmaild.relay.printout import IMAP_PORT
 from chatmaild.relay.processes import pid_alive, read_pid
-from chatmaild.relay.render import local_layout, push_script_text, render_relay, substitute
 from chatmaild.relay.webcert import host_names, relay_names
+from chatmaild.render.files import local_layout, push_script_text, render_relay
+from chatmaild.render.nginx import STREAM_MODULE
+from chatmaild.render.opendkim import signing_layout
+from chatmaild.render.templating import substitute
 from chatmaild.turn import secretdb
 
 APT_PACKAGES = ["postfix", "dovecot-core", "dovecot-imapd", "dovecot-lmtpd", "opendkim"]
@@ -52,7 +54,6 @@ DEFAULT_DOMAIN = "_chat.example"
 DEFAULT_STATE_DIR = Path("/tmp/chatmaild-relay")
 STATE_FILE = "relay.json"
 POSTFIX_PORTS = (25, 465, 587)
-IMAP_PORT = 993
 NGINX_PORTS = (443, 8443, 8484)
 NGINX_USER = "www-data"
 READY_TIMEOUT = 30.0
@@ -73,7 +74,7 @@ class RelayError(Exception):
 def _read_template(name):
     from importlib import resources
 
-    return resources.files("chatmaild.relay").joinpath("templates", name).read_text()
+    return resources.files("chatmaild.relay").joinpath(name).read_text()
 
 
 def default_ini_text(state_dir, mail_domain=DEFAULT_DOMAIN, notification_url=None, extra=None):
@@ -815,127 +816,9 @@ class Relay:
         """The `down` command line, with the interpreter that runs this one."""
         return f"{sys.executable} -m chatmaild.relay down --state-dir {self.state_dir}"
 
-    def _onboarding_text(self, curl):
-        c = self.config
-        url = self.one_tap_url()
-        if url is None:
-            why = "an IP address" if c.ipv4_relay else f"{c.mail_domain} has no `_` in front"
-            return (
-                f"One tap: Delta Chat takes no dcaccount: URL here ({why}, and the certificate\n"
-                "  is not from a public CA). A new account as a dclogin: URL instead (open it in\n"
-                f"  Delta Chat): {curl} -X POST https://{c.mail_domain}/new  (its dclogin_url)"
-            )
-        if self.netns:
-            where = (
-                f"  Delta Chat must run in the namespace, where {c.mail_domain} is 127.0.0.1:\n"
-                f"  `ip netns exec {self.netns} deltachat-desktop` (or deltachat-rpc-server)."
-            )
-        else:
-            where = (
-                f"  Delta Chat must resolve {c.mail_domain} to 127.0.0.1: add\n"
-                f"  `127.0.0.1 {c.mail_domain}` to its /etc/hosts (nothing here edits it),"
-                " or run\n  the relay in a namespace (--netns NAME)."
-            )
-        return (
-            "One tap in Delta Chat (2.65 tested): open or scan\n"
-            f"  {url}\n"
-            f"{where}\n"
-            "  It POSTs to /new and logs in with the address it gets. The `_` makes Delta Chat\n"
-            "  accept the self-signed certificate (the name on it is still checked)."
-        )
-
     def client_info(self):
-        c = self.config
-        local = ("relaytest" * 4)[: c.username_max_length]
-        example = f"{local}@{c.address_domain}"
-        lengths = (
-            str(c.username_min_length)
-            if c.username_min_length == c.username_max_length
-            else f"{c.username_min_length}-{c.username_max_length}"
-        )
-        if c.ipv4_relay:
-            host = c.mail_domain
-        else:
-            host = f"{c.mail_domain} (mapped to 127.0.0.1 there)" if self.netns else "127.0.0.1"
-        where = (
-            f"inside network namespace {self.netns}"
-            f" (run clients with `ip netns exec {self.netns} ...`)"
-            if self.netns
-            else "on this machine's loopback (127.0.0.1)"
-        )
-        urls = self.metrics_urls()
-        metrics = ""
-        if urls:
-            width = max(map(len, urls))
-            metrics = "\n\nPrometheus metrics (GET /metrics):"
-            http = [u for u in urls.values() if u.startswith("http")]
-            if http:
-                run = f"ip netns exec {self.netns} curl -s" if self.netns else "curl -s"
-                metrics = f"\n\nPrometheus metrics (e.g. `{run} {http[0]}`):"
-            for name, url in urls.items():
-                metrics += f"\n  {name:{width}}  {url}"
-        # inside the namespace the hosts file maps the domain; on the machine's own loopback
-        # nothing does, so curl is told where it lives
-        curl = (
-            f"ip netns exec {self.netns} curl -k"
-            if self.netns
-            else f"curl -k --resolve {c.mail_domain}:443:127.0.0.1"
-        )
-        dkim = ""
-        if self.dkim_record:
-            dkim = (
-                f"\n\nDKIM: OpenDKIM signs outgoing mail and bounces with {self.dkim.key_file};"
-                f"\nthe DNS record to publish:\n  {zone_line(c.mail_domain, self.dkim_record)}"
-            )
-        elif c.ipv4_relay:
-            dkim = "\n\nDKIM: an IP-only relay signs nothing (no OpenDKIM)."
-        turn = ""
-        if self.layout.turn is not None:
-            low, high = c.turn_relay_ports
-            turn = (
-                f"\n\nTURN (calls): coturn on {c.mail_domain}:{c.turn_port} (UDP/TCP), relaying"
-                f" UDP {low}-{high}; credentials from chatmail-turn on {c.turn_socket_path}"
-                f"\n  /shared/admin: {c.admin_contact}"
-            )
-        iroh = ""
-        if c.iroh_relay_listen and "iroh-relay" not in self.skipped:
-            advertised = c.iroh_relay or "(nothing: iroh_relay is empty)"
-            iroh = (
-                f"\n\niroh relay (webxdc realtime): chatmail-iroh-relay on {c.iroh_relay_listen},"
-                f"\n  advertised to Delta Chat as {advertised}"
-            )
-            if c.iroh_relay.startswith("https://"):
-                iroh += (
-                    "\n  (Delta Chat accepts only publicly trusted certificates there; for a"
-                    "\n  local test set iroh_relay = http://127.0.0.1:3340 in the ini)"
-                )
-        skipped = (
-            f"\nNot running (not in this checkout yet): {', '.join(self.skipped)}"
-            if self.skipped
-            else ""
-        )
-        return f"""\
-Chatmail relay for {c.mail_domain} is up {where}.
-State, logs and mailboxes: {self.state_dir} (config {self.config_path})
-
-{self._onboarding_text(curl)}
-
-Or by hand (advanced login settings):
-  address    e.g. {example}
-             (any new address, local part of {lengths} characters [a-z0-9];
-             the account is created at the first login)
-  password   any password of at least {c.password_min_length} characters
-  IMAP       server {host}, port {IMAP_PORT}, SSL/TLS
-  SMTP       server {host}, port 465 SSL/TLS (or 587 STARTTLS)
-  certificate checks: accept invalid certificates (the certificate is self-signed)
-  port 25 takes mail from other servers (STARTTLS required)
-
-Web front (nginx): https://{c.mail_domain}/ (website, autoconfig, MTA-STS);
-  a new account: {curl} -X POST https://{c.mail_domain}/new
-  port 443 also carries IMAP and SMTP for clients that offer ALPN imap/smtp\
-{iroh}{metrics}{dkim}{turn}{skipped}
-
-Stop it with: {self.stop_command()}"""
+        """What `relay up` prints: how to reach the relay, onboard, watch and stop it."""
+        return printout.client_info(self)
 
 
 def _local_address(address):

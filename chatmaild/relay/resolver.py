@@ -1,7 +1,7 @@
 """A relay's local resolver: Debian's unbound on 127.0.0.1:53 of its network namespace.
 
 Production relays run unbound as their resolver; the test network's unbound serves the test
-zones from `local-data` (chatmaild.relay.zone) and nothing else. Postfix (MX and A of the
+zones from `local-data` (chatmaild.render.zone) and nothing else. Postfix (MX and A of the
 peer), filtermail (DKIM keys) and every other process of the namespace reach it through
 /etc/netns/NAME/resolv.conf, which `ip netns exec` mounts over /etc/resolv.conf.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 from chatmaild.relay import netns as netns_mod
 from chatmaild.relay import processes
 from chatmaild.relay.instance import RelayError
-from chatmaild.relay.zone import local_data_lines
+from chatmaild.render.zone import local_data_lines
 
 UNBOUND = "/usr/sbin/unbound"
 READY_TIMEOUT = 15.0

@@ -12,7 +12,7 @@ from xml.sax.saxutils import escape as xml_escape
 
 import segno
 
-from ..relay.render import substitute
+from ..render.templating import substitute
 
 MTA_STS_PATH = ".well-known/mta-sts.txt"
 AUTOCONFIG_PATH = ".well-known/autoconfig/mail/config-v1.1.xml"

@@ -13,6 +13,7 @@ A module that needs a relay configured otherwise brings up its own with `running
 import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 
 import pytest
@@ -20,7 +21,7 @@ import pytest
 from chatmaild.relay.instance import Relay
 
 from .helpers import NotificationServer, RelayClients
-from conftest import require, require_tool
+from conftest import daemon_argv, daemon_env, require, require_tool
 
 NOTIFY_PORT = 9471
 
@@ -73,6 +74,31 @@ def brought_up(instance, state_dir, what="relay"):
             print(f"{what} state kept in {state_dir}")
         else:
             shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def relay_cli(*args, timeout=180):
+    """`python -m chatmaild.relay ARGS` as a user runs it, to its end (text output)."""
+    return subprocess.run(
+        daemon_argv("chatmaild.relay", *args),
+        env=daemon_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def relay_cli_cleanup(state):
+    """After a test of `relay up` on the state dir `state`: `relay down` if a relay of it
+    may still run (relay.json is there), then the state dir removed."""
+    if (state / "relay.json").exists():
+        subprocess.run(
+            daemon_argv("chatmaild.relay", "down", "--state-dir", state),
+            env=daemon_env(),
+            capture_output=True,
+            check=False,
+        )
+    shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

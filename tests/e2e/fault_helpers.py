@@ -1,7 +1,6 @@
 """Fault injection against a running relay: signals to our daemons, traffic that retries
 like a client, and counts of what arrived (tests/e2e/test_relay_faults.py)."""
 
-import base64
 import contextlib
 import imaplib
 import os
@@ -9,8 +8,6 @@ import signal
 import smtplib
 import ssl
 import time
-import uuid
-from email.utils import formatdate
 
 from chatmaild.relay.processes import pid_alive
 
@@ -117,44 +114,3 @@ def files_containing(root, needles):
             if hits:
                 found[path] = hits
     return found
-
-
-def big_encrypted_message(mail_from, to, size):
-    """(marker, bytes) of an RFC 3156 message whose OpenPGP payload is about `size` bytes:
-    one PKESK, then one SEIPD with a five-octet length ending at the last byte."""
-    marker = uuid.uuid4().hex
-    boundary = "b-" + uuid.uuid4().hex
-    pkesk_body = b"\x03" + os.urandom(8) + b"\x12" + os.urandom(40)
-    pkesk = bytes([0xC0 | 1, len(pkesk_body)]) + pkesk_body
-    seipd_body = b"\x01" + os.urandom(size)
-    seipd = bytes([0xC0 | 18, 0xFF]) + len(seipd_body).to_bytes(4, "big") + seipd_body
-    b64 = base64.b64encode(pkesk + seipd).decode()
-    armor = "\r\n".join(b64[i : i + 64] for i in range(0, len(b64), 64))
-    lines = [
-        f"From: <{mail_from}>",
-        f"To: <{to}>",
-        "Subject: [...]",
-        f"Date: {formatdate()}",
-        f"Message-ID: <{marker}@relay.test>",
-        f"X-Test-Marker: {marker}",
-        "MIME-Version: 1.0",
-        f'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"; '
-        f'boundary="{boundary}"',
-        "",
-        f"--{boundary}",
-        "Content-Type: application/pgp-encrypted",
-        "",
-        "Version: 1",
-        "",
-        f"--{boundary}",
-        'Content-Type: application/octet-stream; name="encrypted.asc"',
-        "",
-        "-----BEGIN PGP MESSAGE-----",
-        "",
-        armor,
-        "-----END PGP MESSAGE-----",
-        "",
-        f"--{boundary}--",
-        "",
-    ]
-    return marker, "\r\n".join(lines).encode()

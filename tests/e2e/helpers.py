@@ -19,6 +19,7 @@ import time
 import uuid
 from email.utils import formatdate
 
+from chatmaild.metrics.scrape import samples
 from chatmaild.relay.netns import entered
 
 WAIT_TIMEOUT = 30.0
@@ -56,14 +57,17 @@ def wait_until(predicate, what, timeout=WAIT_TIMEOUT, interval=0.1):
 
 
 def _new_format_packet(tag, body):
-    assert len(body) < 192
-    return bytes([0xC0 | tag, len(body)]) + body
+    """A new-format packet (RFC 4880 4.2.2): a one-octet length below 192, else five octets."""
+    if len(body) < 192:
+        return bytes([0xC0 | tag, len(body)]) + body
+    return bytes([0xC0 | tag, 0xFF]) + len(body).to_bytes(4, "big") + body
 
 
-def pgp_message_armor():
-    """An ASCII-armored OpenPGP message: one PKESK, then one SEIPD ending at the last byte."""
+def pgp_message_armor(payload_size=100):
+    """An ASCII-armored OpenPGP message: one PKESK, then one SEIPD ending at the last byte
+    whose encrypted payload is `payload_size` random bytes."""
     pkesk = _new_format_packet(1, b"\x03" + os.urandom(8) + b"\x12" + os.urandom(40))
-    seipd = _new_format_packet(18, b"\x01" + os.urandom(100))
+    seipd = _new_format_packet(18, b"\x01" + os.urandom(payload_size))
     b64 = base64.b64encode(pkesk + seipd).decode()
     lines = [b64[i : i + 64] for i in range(0, len(b64), 64)]
     armor = ["-----BEGIN PGP MESSAGE-----", "", *lines, "-----END PGP MESSAGE-----", ""]
@@ -83,8 +87,9 @@ def _headers(mail_from, to, subject, marker, extra=()):
     ]
 
 
-def encrypted_message(mail_from, to, marker=None):
-    """(marker, bytes) of an RFC 3156 multipart/encrypted message."""
+def encrypted_message(mail_from, to, marker=None, payload_size=100):
+    """(marker, bytes) of an RFC 3156 multipart/encrypted message (OpenPGP payload of
+    about `payload_size` bytes)."""
     marker = marker or uuid.uuid4().hex
     boundary = "b-" + uuid.uuid4().hex
     head = _headers(
@@ -107,7 +112,7 @@ def encrypted_message(mail_from, to, marker=None):
         f"--{boundary}",
         'Content-Type: application/octet-stream; name="encrypted.asc"',
         "",
-        pgp_message_armor().rstrip("\r\n"),
+        pgp_message_armor(payload_size).rstrip("\r\n"),
         "",
         f"--{boundary}--",
         "",
@@ -300,3 +305,28 @@ class RelayClients:
 
     def log_text(self, name):
         return (self.relay.log_dir / name).read_text(errors="replace")
+
+
+# -- metrics ----------------------------------------------------------------------------
+
+
+class Endpoints:
+    """Scrapes of every metrics endpoint of a relay (`relay.relay` its Relay), from inside
+    its namespace."""
+
+    def __init__(self, relay):
+        self.relay = relay
+        self.specs = {d.name: d.metrics for d in relay.relay.daemons() if d.metrics}
+
+    def scrape(self, name):
+        with entered(self.relay.netns):
+            return samples(self.specs[name])
+
+    def all(self):
+        return {name: self.scrape(name) for name in self.specs}
+
+
+def value(scraped, name, **labels):
+    """The sample `name{labels}` of a scrape; 0.0 where it is absent."""
+    key = (name, tuple(sorted(labels.items())))
+    return scraped.get(key, 0.0)

@@ -10,7 +10,7 @@ import pytest
 
 from chatmaild.relay.netns import NETNS_ETC_DIR, tcp_port_open
 
-from .conftest import relay_prerequisites
+from .conftest import relay_cli_cleanup, relay_prerequisites
 from conftest import daemon_argv, daemon_env
 
 
@@ -20,15 +20,7 @@ def cli_state(request):
     state = Path(tempfile.mkdtemp(prefix="chatmaild-cli-", dir="/tmp"))
     netns = f"chatmaild-cli-{os.getpid()}"
     yield state, netns
-    # Whatever happened, leave nothing running.
-    if (state / "relay.json").exists():
-        subprocess.run(
-            daemon_argv("chatmaild.relay", "down", "--state-dir", state),
-            env=daemon_env(),
-            capture_output=True,
-            check=False,
-        )
-    subprocess.run(["rm", "-rf", str(state)], check=False)
+    relay_cli_cleanup(state)  # whatever happened, leave nothing running
 
 
 def _relay_cmd(*args):

@@ -6,43 +6,14 @@ accept the self-signed certificate, as a user would be told by `python -m chatma
 """
 
 import os
-import secrets
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from chatmaild.relay.netns import exec_prefix
-
+from .deltachat_helpers import chat_with, dc_account, deltachat_in_netns, secure_join
 from .helpers import random_local_part, read_stored, wait_until, wire_form
 
 DC_FIXTURES = Path(__file__).resolve().parent.parent / "data" / "deltachat"
-
-
-def _rpc_server_path():
-    found = shutil.which("deltachat-rpc-server")
-    local = Path(sys.executable).parent / "deltachat-rpc-server"
-    return str(local) if local.exists() else found
-
-
-def rpc_in_netns(netns, accounts_dir, stderr):
-    """An Rpc (not started) for a deltachat-rpc-server inside `netns`; the test extras
-    must be installed (CI fails, never skips)."""
-    from conftest import require
-
-    try:
-        from deltachat_rpc_client import Rpc
-    except ImportError:
-        require(False, "deltachat-rpc-client (test extras)")
-    server = _rpc_server_path()
-    require(server is not None, "deltachat-rpc-server (test extras)")
-    return Rpc(
-        accounts_dir=str(accounts_dir),
-        rpc_server_path=[*exec_prefix(netns), server],
-        stderr=stderr,
-        env={**os.environ, "RUST_LOG": "warn"},
-    )
 
 
 @pytest.fixture(scope="module")
@@ -51,40 +22,15 @@ def dc(relay, tmp_path_factory):
         "doveauth", "metadata", "lastlogin", "filtermail-outgoing", "filtermail-incoming"
     )
     accounts_dir = tmp_path_factory.mktemp("dc-accounts")
-    stderr = open(accounts_dir.parent / "rpc-server.stderr", "wb")  # noqa: SIM115
-    rpc = rpc_in_netns(relay.netns, accounts_dir / "accounts", stderr)
-    from deltachat_rpc_client import DeltaChat
-
-    with rpc:
-        yield DeltaChat(rpc), relay
-    stderr.close()
+    with deltachat_in_netns(
+        relay.netns, accounts_dir / "accounts", accounts_dir.parent / "rpc-server.stderr"
+    ) as deltachat:
+        yield deltachat, relay
 
 
 def _account(deltachat, relay):
-    addr = f"{random_local_part()}@{relay.domain}"
-    password = secrets.token_hex(10)
-    account = deltachat.add_account()
-    account.set_config("displayname", addr.split("@")[0])
-    account.add_or_update_transport(
-        {
-            "addr": addr,
-            "password": password,
-            "imapServer": relay.domain,
-            "imapPort": 993,
-            "imapSecurity": "ssl",
-            "smtpServer": relay.domain,
-            "smtpPort": 465,
-            "smtpSecurity": "ssl",
-            "certificateChecks": "acceptInvalidCertificates",
-        }
-    )
-    account.bring_online()
-    account.addr = addr
-    return account
-
-
-def _chat_with(account, other):
-    return account.get_chat_by_contact(account.get_contact_by_addr(other.addr))
+    local_part = random_local_part()
+    return dc_account(deltachat, relay.domain, local_part, displayname=local_part)
 
 
 def _stored_messages(relay, addr):
@@ -120,9 +66,7 @@ def _group(owner, joiners, name):
     """A group of `owner` that each of `joiners` joined by secure-join (QR code)."""
     group = owner.create_group(name)
     for joiner in joiners:
-        joiner.secure_join(group.get_qr_code())
-        owner.wait_for_securejoin_inviter_success()
-        joiner.wait_for_securejoin_joiner_success()
+        secure_join(joiner, owner, group.get_qr_code())
     assert group.num_contacts() == len(joiners) + 1
     return group
 
@@ -150,12 +94,9 @@ def test_securejoin_and_encrypted_messages_each_way(dc, tmp_path):
     deltachat, relay = dc
     alice, bob = _account(deltachat, relay), _account(deltachat, relay)
 
-    qr = alice.get_qr_code()
-    bob.secure_join(qr)
-    alice.wait_for_securejoin_inviter_success()
-    bob.wait_for_securejoin_joiner_success()
+    secure_join(bob, alice)
 
-    chat = _chat_with(alice, bob)
+    chat = chat_with(alice, bob.addr)
     captured = _send_and_capture(relay, lambda: chat.send_text("hello bob"), bob)
     msg = bob.wait_for_incoming_msg().get_snapshot()
     assert msg.text == "hello bob"
@@ -168,7 +109,7 @@ def test_securejoin_and_encrypted_messages_each_way(dc, tmp_path):
     assert msg.show_padlock
     assert Path(msg.file).read_bytes() == attachment.read_bytes()
 
-    _chat_with(bob, alice).send_text("hello alice")
+    chat_with(bob, alice.addr).send_text("hello alice")
     msg = alice.wait_for_incoming_msg().get_snapshot()
     assert msg.text == "hello alice"
     assert msg.show_padlock

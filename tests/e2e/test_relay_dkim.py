@@ -12,10 +12,18 @@ import dkim
 import pytest
 
 from chatmaild.relay.dkimrun import wait_syslog_socket
-from chatmaild.relay.opendkim import key_name, txt_value
+from chatmaild.render.opendkim import key_name, txt_value
 
-from .helpers import encrypted_message, maildir_messages, random_local_part, wait_until, wire_form
-from .test_relay_metrics import Endpoints, settle, value
+from .helpers import (
+    Endpoints,
+    encrypted_message,
+    maildir_messages,
+    random_local_part,
+    value,
+    wait_until,
+    wire_form,
+)
+from .test_relay_metrics import settle
 
 SIGNED = "chatmail_dkim_signed_total"
 

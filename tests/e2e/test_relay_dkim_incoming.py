@@ -12,7 +12,7 @@ from filtermail_server_helpers import Client, Filter, RecordingSink
 from unbound_instance import Unbound, require_unbound, txt
 
 from chatmaild.filtermail.dkimkeys import KeyFetcher
-from chatmaild.relay.opendkim import txt_value
+from chatmaild.render.opendkim import txt_value
 
 from .helpers import encrypted_message, maildir_messages, wire_form
 

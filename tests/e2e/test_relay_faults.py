@@ -32,7 +32,6 @@ from chatmaild.relay.netns import entered
 from chatmaild.relay.processes import pid_alive
 
 from .fault_helpers import (
-    big_encrypted_message,
     copies,
     daemon_pid,
     files_containing,
@@ -278,7 +277,7 @@ def test_idle_connections_do_not_starve_mail(relay):
 def test_sigterm_during_an_upload_completes_that_message(relay):
     relay.require_daemons("filtermail-outgoing")
     (a, pa), (b, _) = relay.new_account(), relay.new_account()
-    marker, msg = big_encrypted_message(a, b, 3 * 1024 * 1024)
+    marker, msg = encrypted_message(a, [b], payload_size=3 * 1024 * 1024)
     half = msg.index(b"\r\n", len(msg) // 2) + 2
     old = daemon_pid(relay, "filtermail-outgoing")
     client = relay.smtp(465)

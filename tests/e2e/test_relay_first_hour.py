@@ -10,16 +10,16 @@ about the state directory. The start-up readiness checks left no fault-looking l
 import json
 import re
 import shlex
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from .conftest import relay_prerequisites
-from .test_relay_web import _padlocked_messages_both_ways, _rpc_server_binary
-from conftest import daemon_argv, daemon_env, require_tool
+from .conftest import relay_cli, relay_cli_cleanup, relay_prerequisites
+from .deltachat_helpers import rpc_under
+from .test_relay_web import _padlocked_messages_both_ways
+from conftest import daemon_env, require_tool
 
 
 @pytest.fixture
@@ -29,26 +29,12 @@ def printed_relay():
     require_tool("nginx", "curl")
     state = Path(tempfile.mkdtemp(prefix="chatmaild-first-", dir="/tmp"))
     netns = f"chatmaild-first-{state.name[-6:]}"
-    up = subprocess.run(
-        daemon_argv("chatmaild.relay", "up", "--state-dir", state, "--netns", netns),
-        env=daemon_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    up = relay_cli("up", "--state-dir", state, "--netns", netns)
     try:
         assert up.returncode == 0, up.stderr
         yield up.stdout, state
     finally:
-        if (state / "relay.json").exists():
-            subprocess.run(
-                daemon_argv("chatmaild.relay", "down", "--state-dir", state),
-                env=daemon_env(),
-                capture_output=True,
-                check=False,
-            )
-        shutil.rmtree(state, ignore_errors=True)
+        relay_cli_cleanup(state)
 
 
 def _printed(stdout, pattern):
@@ -58,7 +44,7 @@ def _printed(stdout, pattern):
 
 
 def test_one_tap_onboarding_exactly_as_printed(printed_relay, tmp_path):
-    from deltachat_rpc_client import DeltaChat, Rpc
+    from deltachat_rpc_client import DeltaChat
 
     stdout, state = printed_relay
     url = _printed(stdout, r"open or scan\n  (dcaccount:\S+)\n")
@@ -69,12 +55,7 @@ def test_one_tap_onboarding_exactly_as_printed(printed_relay, tmp_path):
 
     with (
         open(tmp_path / "rpc.stderr", "wb") as stderr,
-        Rpc(
-            accounts_dir=str(tmp_path / "accounts"),
-            rpc_server_path=[*client, _rpc_server_binary()],
-            stderr=stderr,
-            env={**daemon_env(), "RUST_LOG": "warn", "HOME": str(tmp_path)},
-        ) as rpc,
+        rpc_under(client, tmp_path / "accounts", stderr, env=daemon_env()) as rpc,
     ):
         deltachat = DeltaChat(rpc)
         accounts = []

@@ -9,7 +9,6 @@ incoming, with its DKIM check on, takes `From: x@[A]` on port 25 only from addre
 
 import json
 import shlex
-import shutil
 import smtplib
 import subprocess
 import tempfile
@@ -21,7 +20,8 @@ import pytest
 from chatmaild.relay.instance import Relay
 from chatmaild.relay.netns import entered
 
-from .conftest import relay_prerequisites
+from .conftest import relay_cli, relay_cli_cleanup, relay_prerequisites
+from .deltachat_helpers import rpc_under
 from .helpers import (
     RelayClients,
     client_tls,
@@ -29,8 +29,8 @@ from .helpers import (
     maildir_messages,
     wait_until,
 )
-from .test_relay_web import _padlocked_messages_both_ways, _rpc_server_binary
-from conftest import daemon_argv, daemon_env, require_tool, write_ini
+from .test_relay_web import _padlocked_messages_both_ways
+from conftest import daemon_env, require_tool, write_ini
 
 ADDRESS = "10.199.0.1"
 OTHER_RELAY = "10.199.0.2"  # a second address in the namespace: "another IP-only relay"
@@ -72,16 +72,7 @@ def ip_relay():
         min_available_memory="1K",
         min_free_disk_space="1K",
     )
-    up = subprocess.run(
-        daemon_argv(
-            "chatmaild.relay", "up", "--config", ini, "--state-dir", state, "--netns", netns
-        ),
-        env=daemon_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    up = relay_cli("up", "--config", ini, "--state-dir", state, "--netns", netns)
     try:
         assert up.returncode == 0, up.stderr
         relay = Relay.from_state(state, log=lambda _: None)
@@ -90,14 +81,7 @@ def ip_relay():
         )
         yield IpRelay(relay, up.stdout)
     finally:
-        if (state / "relay.json").exists():
-            subprocess.run(
-                daemon_argv("chatmaild.relay", "down", "--state-dir", state),
-                env=daemon_env(),
-                capture_output=True,
-                check=False,
-            )
-        shutil.rmtree(state, ignore_errors=True)
+        relay_cli_cleanup(state)
 
 
 def _new_account(ip_relay):
@@ -129,16 +113,13 @@ def test_new_hands_out_a_dclogin_url_naming_the_servers(ip_relay):
 
 
 def test_delta_chat_from_dclogin_urls_padlocked_both_ways(ip_relay, tmp_path):
-    from deltachat_rpc_client import DeltaChat, Rpc
+    from deltachat_rpc_client import DeltaChat
 
     assert not ip_relay.relay.skipped
     with (
         open(tmp_path / "rpc.stderr", "wb") as stderr,
-        Rpc(
-            accounts_dir=str(tmp_path / "accounts"),
-            rpc_server_path=["ip", "netns", "exec", ip_relay.netns, _rpc_server_binary()],
-            stderr=stderr,
-            env={**daemon_env(), "RUST_LOG": "warn", "HOME": str(tmp_path)},
+        rpc_under(
+            ["ip", "netns", "exec", ip_relay.netns], tmp_path / "accounts", stderr, env=daemon_env()
         ) as rpc,
     ):
         deltachat = DeltaChat(rpc)

@@ -14,34 +14,19 @@ import time
 import pytest
 
 from chatmaild.metrics.follow import POLL_INTERVAL
-from chatmaild.metrics.scrape import samples
-from chatmaild.relay.netns import entered
 
-from .helpers import cleartext_message, encrypted_message, random_local_part, wait_until
+from .helpers import (
+    Endpoints,
+    cleartext_message,
+    encrypted_message,
+    random_local_part,
+    value,
+    wait_until,
+)
 
 DAEMONS = ["logmetrics", "doveauth", "lastlogin", "metadata"]
 DAEMONS += ["filtermail-outgoing", "filtermail-incoming", "filtermail-transport", "iroh-relay"]
 MTAIL = (("prog", "delivered_mail.mtail"),)
-
-
-class Endpoints:
-    """Scrapes of every metrics endpoint of the relay, from inside its namespace."""
-
-    def __init__(self, relay):
-        self.relay = relay
-        self.specs = {d.name: d.metrics for d in relay.relay.daemons() if d.metrics}
-
-    def scrape(self, name):
-        with entered(self.relay.netns):
-            return samples(self.specs[name])
-
-    def all(self):
-        return {name: self.scrape(name) for name in self.specs}
-
-
-def value(scraped, name, **labels):
-    key = (name, tuple(sorted(labels.items())))
-    return scraped.get(key, 0.0)
 
 
 def mtail(scraped, name):

@@ -18,7 +18,6 @@ import socket
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
@@ -28,6 +27,7 @@ from chatmaild.relay import testca
 from chatmaild.relay.netns import entered, exec_prefix, tcp_port_open
 
 from .conftest import E2ERelay, running_relay
+from .deltachat_helpers import chat_with, rpc_server_binary, rpc_under, secure_join
 from .helpers import client_tls, random_local_part
 from .web_helpers import Web, http2_first_frame_type, read_line, run_in_netns, tls_connect
 from conftest import require_tool
@@ -352,41 +352,14 @@ MAIL_PORTS = (143, 465, 587, 993)
 NFT_TABLE = "chatmaild_client_block"
 
 
-def _rpc_server_binary():
-    try:
-        import deltachat_rpc_server
-    except ImportError:
-        from conftest import require
-
-        require(False, "deltachat-rpc-server (test extras)")
-    return str(Path(deltachat_rpc_server.__file__).parent / "deltachat-rpc-server")
-
-
-def _rpc(netns, accounts_dir, stderr, prefix=(), server=None):
-    try:
-        from deltachat_rpc_client import Rpc
-    except ImportError:
-        from conftest import require
-
-        require(False, "deltachat-rpc-client (test extras)")
-    return Rpc(
-        accounts_dir=str(accounts_dir),
-        rpc_server_path=[*exec_prefix(netns), *prefix, server or _rpc_server_binary()],
-        stderr=stderr,
-        env={**os.environ, "RUST_LOG": "warn", "HOME": str(Path(accounts_dir).parent)},
-    )
-
-
 def _padlocked_messages_both_ways(alice, bob):
     """Secure-join, then an encrypted message each way; both show the padlock."""
     alice_addr, bob_addr = (a.get_config("configured_addr") for a in (alice, bob))
-    bob.secure_join(alice.get_qr_code())
-    alice.wait_for_securejoin_inviter_success()
-    bob.wait_for_securejoin_joiner_success()
-    alice.get_chat_by_contact(alice.get_contact_by_addr(bob_addr)).send_text("hello bob")
+    secure_join(bob, alice)
+    chat_with(alice, bob_addr).send_text("hello bob")
     msg = bob.wait_for_incoming_msg().get_snapshot()
     assert msg.text == "hello bob" and msg.show_padlock
-    bob.get_chat_by_contact(bob.get_contact_by_addr(alice_addr)).send_text("hello alice")
+    chat_with(bob, alice_addr).send_text("hello alice")
     msg = alice.wait_for_incoming_msg().get_snapshot()
     assert msg.text == "hello alice" and msg.show_padlock
 
@@ -399,7 +372,7 @@ def test_onboarding_from_the_dcaccount_qr_alone(web_relay, tmp_path, limiter_ref
     qr = f"dcaccount:https://{WEB_DOMAIN}/new"
     with (
         open(tmp_path / "rpc.stderr", "wb") as stderr,
-        _rpc(web_relay.netns, tmp_path / "accounts", stderr) as rpc,
+        rpc_under(exec_prefix(web_relay.netns), tmp_path / "accounts", stderr) as rpc,
     ):
         deltachat = DeltaChat(rpc)
         accounts = []
@@ -475,12 +448,14 @@ def test_through_port_443_only(web_relay, mail_ports_blocked_for_client):
     try:
         os.chown(home, CLIENT_UID, CLIENT_UID)
         # a copy the client's uid can execute wherever the checkout lies (e.g. under /root)
-        server = shutil.copy(_rpc_server_binary(), home)
+        server = shutil.copy(rpc_server_binary(), home)
         prefix = ["setpriv", f"--reuid={CLIENT_UID}", f"--regid={CLIENT_UID}", "--clear-groups"]
         accounts_dir = os.path.join(home, "accounts")
         with (
             open(os.path.join(home, "rpc.stderr"), "wb") as stderr,
-            _rpc(web_relay.netns, accounts_dir, stderr, prefix, server) as rpc,
+            rpc_under(
+                [*exec_prefix(web_relay.netns), *prefix], accounts_dir, stderr, server
+            ) as rpc,
         ):
             deltachat = DeltaChat(rpc)
             accounts = []

@@ -12,11 +12,11 @@ import time
 import dkim
 from e2e.helpers import RelayClients, maildir_messages, wire_form
 
-from chatmaild.relay.dkimkey import new_private_pem
 from chatmaild.relay.netns import entered
-from chatmaild.relay.opendkim import public_key_b64
 from chatmaild.relay.testca import ca_cert_path
-from chatmaild.relay.zone import Zone, dkim_record, dkim_txt
+from chatmaild.render.dkimkey import new_private_pem
+from chatmaild.render.opendkim import public_key_b64
+from chatmaild.render.zone import Zone, dkim_record, dkim_txt
 
 # Headers signed on test messages (the ones OpenDKIM signs on a relay, where present).
 SIGNED_HEADERS = [b"from", b"to", b"subject", b"date", b"message-id", b"content-type"]

@@ -9,13 +9,12 @@ them) and their DKIM signatures are verified with dkimpy against the test zones.
 """
 
 import pytest
+from e2e.deltachat_helpers import chat_with, deltachat_per_side, secure_join
 from e2e.test_relay_deltachat import (
     _account,
     _all_receive_padlocked,
-    _chat_with,
     _group,
     _send_and_capture,
-    rpc_in_netns,
 )
 
 DAEMONS = ("doveauth", "metadata", "lastlogin", "filtermail-outgoing", "filtermail-incoming")
@@ -26,21 +25,8 @@ def dc(federation, tmp_path_factory):
     """{side: DeltaChat} with one RPC server inside each relay's namespace."""
     federation.require_daemons(*DAEMONS)
     base = tmp_path_factory.mktemp("dc-federation")
-    rpcs, errs = {}, []
-    try:
-        for side in (federation.a, federation.b):
-            stderr = open(base / f"rpc-{side.domain}.stderr", "wb")  # noqa: SIM115
-            errs.append(stderr)
-            rpcs[side] = rpc_in_netns(side.netns, base / side.domain, stderr)
-            rpcs[side].start()
-        from deltachat_rpc_client import DeltaChat
-
-        yield {side: DeltaChat(rpc) for side, rpc in rpcs.items()}
-    finally:
-        for rpc in rpcs.values():
-            rpc.close()
-        for stderr in errs:
-            stderr.close()
+    with deltachat_per_side((federation.a, federation.b), base) as dc:
+        yield dc
 
 
 def _assert_signed_by_sender(receiver_side, captured, sender_domain):
@@ -56,15 +42,15 @@ def test_securejoin_and_padlocked_messages_each_way(federation, dc):
     a, b = federation.a, federation.b
     alice, bob = _account(dc[a], a), _account(dc[b], b)
 
-    bob.secure_join(alice.get_qr_code())
-    alice.wait_for_securejoin_inviter_success()
-    bob.wait_for_securejoin_joiner_success()
+    secure_join(bob, alice)
 
-    to_bob = _send_and_capture(b, lambda: _chat_with(alice, bob).send_text("hello bob"), bob)
+    to_bob = _send_and_capture(b, lambda: chat_with(alice, bob.addr).send_text("hello bob"), bob)
     msg = bob.wait_for_incoming_msg().get_snapshot()
     assert msg.text == "hello bob" and msg.show_padlock
 
-    to_alice = _send_and_capture(a, lambda: _chat_with(bob, alice).send_text("hello alice"), alice)
+    to_alice = _send_and_capture(
+        a, lambda: chat_with(bob, alice.addr).send_text("hello alice"), alice
+    )
     msg = alice.wait_for_incoming_msg().get_snapshot()
     assert msg.text == "hello alice" and msg.show_padlock
 

@@ -1,6 +1,6 @@
 """Relay B's DKIM check on port 25, fed directly: smtplib from relay A's namespace over
 STARTTLS (B's certificate verified against the test CA), mail of `sender.test` signed with
-dkimpy and keys published in the test zones (chatmaild.relay.zone via SenderDomain).
+dkimpy and keys published in the test zones (chatmaild.render.zone via SenderDomain).
 
 Only the signature differs between the cases: every message is a valid encrypted mail to
 an existing user, so a refusal can only be the DKIM check's.

@@ -12,9 +12,9 @@ import dns.query
 import dns.rcode
 import pytest
 
-from chatmaild.relay.dnsrecords import mta_sts_id
 from chatmaild.relay.netns import entered, exec_prefix
-from chatmaild.relay.opendkim import txt_value
+from chatmaild.render.dnsrecords import mta_sts_id
+from chatmaild.render.opendkim import txt_value
 from chatmaild.web.site import mta_sts_policy
 
 from conftest import REPO_ROOT, daemon_env

@@ -10,28 +10,16 @@ data to bob (relay B); the two relays' metrics together must show at least those
 forwarded.
 """
 
-import concurrent.futures
 import os
-import subprocess
 import tempfile
 
 import pytest
 from e2e.conftest import brought_up, relay_prerequisites
-from e2e.test_relay_deltachat import rpc_in_netns
-from e2e.test_relay_iroh import (
-    CHUNK,
-    CHUNKS,
-    NFT_DROP_UDP,
-    Receiver,
-    _account,
-    _until_received,
-    _value,
-    _xdc,
-)
+from e2e.deltachat_helpers import deltachat_per_side, realtime_exchange, xdc_shared
+from e2e.helpers import Endpoints, value
+from e2e.test_relay_iroh import CHUNK, CHUNKS, _account, drop_udp_but_dns
 
-from chatmaild.metrics.scrape import samples
 from chatmaild.relay.federation import RelayPair
-from chatmaild.relay.netns import entered, exec_prefix
 
 from .helpers import Side
 from conftest import require_tool
@@ -65,44 +53,19 @@ def iroh_pair():
         for relay in pair.relays:
             for name in DAEMONS:
                 require(name not in relay.skipped, f"daemon {name} in this checkout")
-            subprocess.run(
-                [*exec_prefix(relay.netns), "nft", "-f", "-"],
-                input=NFT_DROP_UDP,
-                text=True,
-                check=True,
-                timeout=30,
-            )
+            drop_udp_but_dns(relay.netns)
         yield Sides(pair)
 
 
 @pytest.fixture(scope="module")
 def dc(iroh_pair, tmp_path_factory):
     base = tmp_path_factory.mktemp("dc-fediroh")
-    rpcs, errs = {}, []
-    try:
-        for side in (iroh_pair.a, iroh_pair.b):
-            stderr = open(base / f"rpc-{side.domain}.stderr", "wb")  # noqa: SIM115
-            errs.append(stderr)
-            rpcs[side] = rpc_in_netns(side.netns, base / side.domain, stderr)
-            rpcs[side].start()
-        from deltachat_rpc_client import DeltaChat
-
-        yield {side: DeltaChat(rpc) for side, rpc in rpcs.items()}
-    finally:
-        for rpc in rpcs.values():
-            rpc.close()
-        for stderr in errs:
-            stderr.close()
-
-
-def _metrics(side):
-    spec = next(d.metrics for d in side.relay.daemons() if d.name == "iroh-relay")
-    with entered(side.netns):
-        return samples(spec)
+    with deltachat_per_side((iroh_pair.a, iroh_pair.b), base) as dc:
+        yield dc
 
 
 def _forwarded(side):
-    return _value(_metrics(side), "chatmail_irohrelay_bytes_forwarded_total")
+    return value(Endpoints(side).scrape("iroh-relay"), "chatmail_irohrelay_bytes_forwarded_total")
 
 
 def test_webxdc_realtime_across_the_relay_pair(iroh_pair, dc, tmp_path):
@@ -110,36 +73,8 @@ def test_webxdc_realtime_across_the_relay_pair(iroh_pair, dc, tmp_path):
     alice, bob = _account(dc[a], a), _account(dc[b], b)
     before = {side: _forwarded(side) for side in (a, b)}
 
-    bob.secure_join(alice.get_qr_code())
-    alice.wait_for_securejoin_inviter_success()
-    bob.wait_for_securejoin_joiner_success()
-
-    chat = alice.get_chat_by_contact(alice.get_contact_by_addr(bob.addr))
-    alice_msg = chat.send_file(_xdc(tmp_path / "realtime.xdc"))
-    bob_msg = bob.wait_for_incoming_msg()
-
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        to_bob = Receiver(bob, bob_msg.id, pool)
-        to_alice = Receiver(alice, alice_msg.id, pool)
-        alice_msg.send_webxdc_realtime_advertisement()
-        bob_msg.send_webxdc_realtime_advertisement()
-        _until_received(alice_msg, to_bob, b"hello bob")
-        _until_received(bob_msg, to_alice, b"hello alice")
-
-        sent = [os.urandom(CHUNK) for _ in range(CHUNKS)]
-        for chunk in sent:
-            alice_msg.send_webxdc_realtime_data(chunk)
-        got = []
-        while len(got) < CHUNKS:
-            data = to_bob.next()
-            if data != b"hello bob":
-                got.append(data)
-        assert got == sent
-
-        bob_msg.send_webxdc_realtime_data(b"all received")
-        while (data := to_alice.next()) == b"hello alice":
-            pass
-        assert data == b"all received"
+    alice_msg, bob_msg = xdc_shared(alice, bob, tmp_path / "realtime.xdc")
+    realtime_exchange(alice, alice_msg, bob, bob_msg, [os.urandom(CHUNK) for _ in range(CHUNKS)])
 
     after = {side: _forwarded(side) for side in (a, b)}
     print(

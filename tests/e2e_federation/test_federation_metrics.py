@@ -3,8 +3,8 @@ the same runs: mail from A to B is signed by A, the bounce for an unknown addres
 signed by B, and each relay counts exactly the `DKIM-Signature field added` lines its own
 OpenDKIM logged."""
 
-from e2e.helpers import encrypted_message, random_local_part, wait_until
-from e2e.test_relay_metrics import Endpoints, settle, value
+from e2e.helpers import Endpoints, encrypted_message, random_local_part, value, wait_until
+from e2e.test_relay_metrics import settle
 
 SIGNED = "chatmail_dkim_signed_total"
 OPENDKIM_LINE = "DKIM-Signature field added"

@@ -13,8 +13,7 @@ import smtplib
 import time
 
 import pytest
-from e2e.helpers import cleartext_message, encrypted_message, wait_until
-from e2e.test_relay_metrics import Endpoints, value
+from e2e.helpers import Endpoints, cleartext_message, encrypted_message, value, wait_until
 
 from chatmaild.relay.netns import entered
 

@@ -11,7 +11,8 @@ import asyncio
 import socket
 
 import pytest
-from e2e.test_relay_deltachat import _account, rpc_in_netns
+from e2e.deltachat_helpers import deltachat_in_netns
+from e2e.test_relay_deltachat import _account
 
 from chatmaild.relay.netns import entered
 
@@ -66,15 +67,10 @@ async def _both_ways(a_netns, a_credentials, b_netns, b_credentials):
 @pytest.fixture(scope="module")
 def a_ice_servers(federation, tmp_path_factory):
     federation.require_daemons("turn", "metadata", "doveauth")
-    from deltachat_rpc_client import DeltaChat
-
     base = tmp_path_factory.mktemp("dc-turn-a")
     side = federation.a
-    with (
-        open(base / "rpc.stderr", "wb") as stderr,
-        rpc_in_netns(side.netns, base / "accounts", stderr) as rpc,
-    ):
-        return _account(DeltaChat(rpc), side).ice_servers()
+    with deltachat_in_netns(side.netns, base / "accounts", base / "rpc.stderr") as deltachat:
+        return _account(deltachat, side).ice_servers()
 
 
 def test_media_relayed_by_both_relays_coturn_across_the_link(federation, a_ice_servers):

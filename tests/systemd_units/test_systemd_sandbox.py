@@ -19,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from systemd_sandbox import CONFIG_DIR_IN_SANDBOX, HERE, SandboxedDaemon, tools_missing, wait_for
 from systemd_unitfile import SYSTEMD_DIR, Unit, allowed_syscalls, syscall_groups
+from unbound_instance import free_udp_tcp_port
 
 from conftest import require, write_ini, write_self_signed_cert
 
@@ -575,7 +576,7 @@ def test_coturn_relays_under_its_hardening_dropin(layout, tmp_path):
     turnserver = pwd.getpwnam("turnserver")
     unit = Unit.load(base, DROPINS_DIR / "coturn.service.d" / "hardening.conf")
 
-    port = _free_udp_port()
+    port = free_udp_tcp_port()  # coturn listens on both
     db_dir = tmp_path / "turn-db"
     secretdb.ensure_secret(db_dir / "turndb", MAIL_DOMAIN, owner="turnserver")
     ini = write_ini(
@@ -629,21 +630,6 @@ def test_coturn_relays_under_its_hardening_dropin(layout, tmp_path):
         assert_confined(daemon, turnserver)
     finally:
         daemon.stop()
-
-
-def _free_udp_port():
-    """A loopback port free for UDP and TCP both (coturn listens on both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            with socket.socket() as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no port free for UDP and TCP")
 
 
 IROH_CLIENTS = textwrap.dedent(

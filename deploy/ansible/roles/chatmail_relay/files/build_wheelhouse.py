@@ -51,6 +51,9 @@ def main(checkout, build_dir):
         shutil.rmtree(house)
     house.mkdir(parents=True)
     constraints = checkout / "constraints.txt"
+    # setuptools builds in the checkout and never deletes from build/lib: a module that was
+    # moved or removed would otherwise still be in the wheel
+    shutil.rmtree(checkout / "build", ignore_errors=True)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check",
          "-w", str(house), "-c", str(constraints), str(checkout)],

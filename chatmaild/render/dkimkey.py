@@ -10,7 +10,7 @@ beside it (`opendkim.txt`) for the operator.
 import os
 import pwd
 
-from chatmaild.relay.opendkim import KEY_BITS, USER, txt_value, zone_line
+from chatmaild.render.opendkim import KEY_BITS, USER, txt_value, zone_line
 
 
 def new_private_pem(bits=KEY_BITS):

@@ -6,30 +6,27 @@ Debian relay) and a private test relay under one directory (`local_layout`).
 """
 
 import dataclasses
-import functools
-import re
 import sys
 from importlib import resources
 from pathlib import Path
 
 from chatmaild.housekeeping.credentials import uses_self_signed_cert
-from chatmaild.relay import options
-from chatmaild.relay.opendkim import (
+from chatmaild.render import options
+from chatmaild.render.nginx import render_nginx
+from chatmaild.render.opendkim import (
     DkimLayout,
     local_dkim_layout,
     production_dkim_layout,
     render_opendkim,
 )
-from chatmaild.relay.weblayout import WebLayout, local_web_layout, production_web_layout
+from chatmaild.render.templating import substitute, template
+from chatmaild.render.weblayout import WebLayout, local_web_layout, production_web_layout
 from chatmaild.turn.coturn import (
     TurnLayout,
     local_turn_layout,
     production_turn_layout,
     render_turnserver_conf,
 )
-
-TEMPLATE_PACKAGE = "chatmaild.relay"
-PLACEHOLDER = re.compile(r"\{\{ ([a-z0-9_]+) \}\}")
 
 # Rendered file (relative to its config dir) -> template (relative to templates/).
 # The map files carry a .cf suffix in the package so that they are package data.
@@ -170,16 +167,6 @@ def local_layout(state_dir, push=True, first_valid_uid=500, self_signed=True, ad
         checkpassword_command=str(s / "dovecot" / CHECKPASSWORD_WRAPPER),
         turn=local_turn_layout(s),
     )
-
-
-@functools.cache
-def _template(name):
-    return resources.files(TEMPLATE_PACKAGE).joinpath("templates", name).read_text()
-
-
-def substitute(template, values):
-    """Replace every `{{ name }}`; a name without a value is a bug (KeyError)."""
-    return PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), template)
 
 
 def _postfix_instance(layout):
@@ -323,14 +310,12 @@ def push_script_text():
 
 def render_relay(config, layout):
     """{absolute path: text} of every Postfix, Dovecot, OpenDKIM and nginx file of the relay."""
-    from .nginx import render_nginx  # nginx.py builds on this module
-
     values = template_values(config, layout)
     files = {}
     for out, tpl in POSTFIX_FILES.items():
-        files[layout.postfix_config_dir / out] = substitute(_template(tpl), values)
+        files[layout.postfix_config_dir / out] = substitute(template(tpl), values)
     for out, tpl in DOVECOT_FILES.items():
-        files[layout.dovecot_config_dir / out] = substitute(_template(tpl), values)
+        files[layout.dovecot_config_dir / out] = substitute(template(tpl), values)
     if layout.push_notification_lua is not None:
         script = push_script_text()
         if script is None:

@@ -1,5 +1,5 @@
 """`dns --check`: the published records, looked up with dnspython. The only I/O of the DNS
-step; what counts as ok, missing or different is chatmaild.relay.dnsrecords.compare."""
+step; what counts as ok, missing or different is chatmaild.render.dnsrecords.compare."""
 
 import dns.exception
 import dns.resolver

@@ -4,7 +4,7 @@ configuration. Pure: each function returns template text; render.py places it.
 
 import ipaddress
 
-from chatmaild.relay.opendkim import ORIGINATING, postfix_milter, signing_layout
+from chatmaild.render.opendkim import ORIGINATING, postfix_milter, signing_layout
 
 # Share of max_smtp_connections one client address may hold (upstream: a fifth).
 SMTP_CLIENT_SHARE = 5

@@ -11,7 +11,7 @@ import base64
 import dataclasses
 from pathlib import Path
 
-from chatmaild.relay.dnsrecords import dkim_txt, txt_strings
+from chatmaild.render.dnsrecords import dkim_txt, txt_strings
 
 SELECTOR = "opendkim"
 KEY_BITS = 2048

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..metrics.exporter import parse_listen_spec
 from ..web.site import render_site
-from .render import _template, substitute
+from .templating import substitute, template
 
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 IROH_RELAY_PORT = 3340
@@ -157,7 +157,7 @@ def nginx_conf(config, layout, web):
         "mxdeliv_port": config.filtermail_http_port_incoming,
         "iroh_locations": _iroh_locations(config),
     }
-    return substitute(_template("nginx/nginx.conf"), values)
+    return substitute(template("nginx/nginx.conf"), values)
 
 
 def render_nginx(config, layout):

@@ -2,7 +2,7 @@
 
 Pure: the facts of each relay (domain, address, DKIM public key, MTA-STS policy id) go in,
 the records a real relay publishes come out, from the one list `python -m chatmaild.relay
-dns` prints (chatmaild.relay.dnsrecords): A for the domain and its `mta-sts.`/`www.` names,
+dns` prints (chatmaild.render.dnsrecords): A for the domain and its `mta-sts.`/`www.` names,
 MX pointing at the domain itself, SPF, `opendkim._domainkey` TXT, DMARC, `_mta-sts` TXT and
 the SRV records. Tests add zones of their own (e.g. a sender domain with several DKIM
 selectors).
@@ -10,7 +10,7 @@ selectors).
 
 import dataclasses
 
-from chatmaild.relay.dnsrecords import (
+from chatmaild.render.dnsrecords import (
     DKIM_SELECTOR,
     TXT_CHUNK,
     Record,

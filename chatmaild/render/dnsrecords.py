@@ -2,14 +2,14 @@
 
 One source for both users: `python -m chatmaild.relay dns` prints them as a zone snippet for
 the operator, and the two-relay test network serves them from its unbound
-(chatmaild.relay.zone.relay_zone). A relay for DOMAIN publishes:
+(chatmaild.render.zone.relay_zone). A relay for DOMAIN publishes:
 
 required
 - A (and AAAA) of DOMAIN, `www.DOMAIN` (the website) and `mta-sts.DOMAIN` (the MTA-STS
   policy), all the server's addresses;
 - MX of DOMAIN: the relay itself;
 - SPF `v=spf1 a mx -all`: only the relay sends for DOMAIN;
-- the DKIM key `opendkim._domainkey.DOMAIN` (chatmaild.relay.opendkim);
+- the DKIM key `opendkim._domainkey.DOMAIN` (chatmaild.render.opendkim);
 - DMARC `v=DMARC1; p=reject; adkim=s; aspf=s`: strict alignment, as filtermail checks it;
 - `_mta-sts.DOMAIN` TXT `v=STSv1; id=ID`, ID a hash of the policy nginx serves, so it
   changes exactly when the policy does (RFC 8461 3.1);
