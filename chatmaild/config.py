@@ -91,6 +91,12 @@ def parse_str(text):
     return text.strip()
 
 
+def parse_tls_cert(text):
+    """`tls_cert`: `self` says the certificate is self-signed; anything else (empty, `acme`)
+    a CA-signed one."""
+    return text.strip().lower()
+
+
 def parse_listen(text):
     """Metrics endpoint: empty (off), `HOST:PORT` or `unix:/path`."""
     value = text.strip()
@@ -238,6 +244,7 @@ class Config:
     max_smtp_connections: int
     max_imap_connections: int
     tls_external_cert_and_key: tuple
+    tls_cert: str
     www_folder: str
     acme_email: str
     privacy_postal: str
@@ -312,6 +319,8 @@ SCHEMA = {
     "max_smtp_connections": (parse_nonneg_int, "1000"),
     "max_imap_connections": (parse_nonneg_int, "10000"),
     "tls_external_cert_and_key": (parse_cert_and_key, ""),
+    # `self`: the relay's certificate is self-signed (chatmail-web answers dclogin_url)
+    "tls_cert": (parse_tls_cert, ""),
     "www_folder": (parse_str, ""),
     "acme_email": (parse_str, ""),
     "privacy_postal": (parse_str, ""),

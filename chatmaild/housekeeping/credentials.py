@@ -40,5 +40,4 @@ def dclogin_url(email, password, host=None):
 
 def uses_self_signed_cert(config):
     """An IP-only relay has no CA-signed certificate; `tls_cert = self` says so explicitly."""
-    tls_cert = config.params.get("tls_cert", "").strip().lower()
-    return bool(config.ipv4_relay) or tls_cert == "self"
+    return bool(config.ipv4_relay) or config.tls_cert == "self"
