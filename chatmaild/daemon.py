@@ -12,8 +12,18 @@ import asyncio
 import errno
 import os
 import resource
+import signal
 import stat
 import sys
+
+
+def stop_event() -> asyncio.Event:
+    """An event that SIGTERM or SIGINT sets: what a daemon waits on before it shuts down."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
 
 
 class StartupError(Exception):

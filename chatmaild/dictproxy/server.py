@@ -18,11 +18,10 @@ import asyncio
 import inspect
 import logging
 import os
-import signal
 from collections import deque
 
 from chatmaild import acceptor, daemon
-from chatmaild.daemon import listen_error, remove_stale_socket
+from chatmaild.daemon import listen_error, remove_stale_socket, stop_event
 
 from . import proto
 from .proto import (
@@ -520,10 +519,7 @@ async def _maybe_await(value):
 
 async def serve_until_signalled(socket_path, service) -> None:
     """Serve until SIGTERM/SIGINT, then stop listening, close connections, remove the socket."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_event()
     start = getattr(service, "start", None)
     if start is not None:
         await _maybe_await(start())

@@ -4,14 +4,13 @@ service, chatmaild.transport), stop cleanly on SIGTERM/SIGINT."""
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 
 import dns.resolver
 
 from chatmaild import daemon
 from chatmaild.config import load_config_or_exit
-from chatmaild.daemon import StartupError, listen_error
+from chatmaild.daemon import StartupError, listen_error, stop_event
 from chatmaild.metrics.exporter import start_exporter
 from chatmaild.metrics.filtermail import FiltermailMetrics
 from chatmaild.smtp.server import DEFAULT_COMMAND_TIMEOUT, DEFAULT_SESSION_TIMEOUT
@@ -51,10 +50,7 @@ async def serve(config, mode: str, backlog: int, deadlines=None) -> None:
         raise listen_error(f"{LISTEN_HOST}:{server.port}", e) from None
     metrics_spec = getattr(config, f"metrics_filtermail_{mode}")
     exporter = await start_exporter(metrics_spec, metrics.registry)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     log.info(
         "filtermail %s listening on %s:%d, reinjecting to %s:%d",
         mode,

@@ -5,11 +5,10 @@ import asyncio
 import logging
 import os
 import resource
-import signal
 import sys
 
 from ..config import load_config_or_exit
-from ..daemon import listen_error, remove_stale_socket, run
+from ..daemon import listen_error, remove_stale_socket, run, stop_event
 from ..metrics.exporter import parse_listen_spec, start_exporter
 from ..metrics.irohrelay import registry_for
 from .server import Limits, RelayServer
@@ -46,10 +45,7 @@ async def listen(server, spec):
 
 
 async def serve_until_signalled(config, spec, limits):
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_event()
     server = RelayServer(limits)
     listener = await listen(server, spec)
     exporter = await start_exporter(config.metrics_irohrelay, registry_for(server))

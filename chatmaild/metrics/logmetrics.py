@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import socket
 import stat
 import sys
@@ -25,7 +24,7 @@ import asyncio_dgram
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
-from chatmaild.daemon import StartupError, raise_nofile_limit
+from chatmaild.daemon import StartupError, raise_nofile_limit, stop_event
 
 from .exporter import parse_listen_spec, start_exporter
 from .follow import FileFollower, follow
@@ -193,10 +192,7 @@ async def serve(
     metrics: LogMetrics, listen: str, udp: list[str], unix: list[Path], files: list[Path] = ()
 ):
     running = await start(metrics, listen, udp, unix, files)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     try:
         await stop.wait()
     finally:

@@ -227,14 +227,7 @@ def cmd_render(args):
 def cmd_dkim_record(args):
     """The DNS record of a key: --dkim-key FILE, else the server's key for --config, else
     the key of the local relay in --state-dir."""
-    if args.config:
-        from chatmaild.config import load_config_or_exit
-
-        config = load_config_or_exit(args.config)
-        dkim = signing_layout(config, production_layout(config).dkim)
-    else:
-        relay = Relay.from_state(_state_dir(args), log=_log)
-        config, dkim = relay.config, relay.dkim
+    config, dkim = _relay_config_and_dkim(args)
     if dkim is None:
         _log(f"{config.mail_domain} is an IP-only relay: it signs nothing, no DKIM record")
         return 1
@@ -247,17 +240,22 @@ def cmd_dkim_record(args):
     return 0
 
 
-def _relay_config_and_key(args):
-    """(config, DKIM key file or None) of --config (the server's layout) or else the local
-    relay in --state-dir; --dkim-key overrides the key file."""
+def _relay_config_and_dkim(args):
+    """(config, DKIM signing layout or None) of --config (the server's layout) or else the
+    local relay in --state-dir."""
     if args.config:
         from chatmaild.config import load_config_or_exit
 
         config = load_config_or_exit(args.config)
-        dkim = signing_layout(config, production_layout(config).dkim)
-    else:
-        relay = Relay.from_state(_state_dir(args), log=_log)
-        config, dkim = relay.config, relay.dkim
+        return config, signing_layout(config, production_layout(config).dkim)
+    relay = Relay.from_state(_state_dir(args), log=_log)
+    return relay.config, relay.dkim
+
+
+def _relay_config_and_key(args):
+    """(config, DKIM key file or None) as _relay_config_and_dkim; --dkim-key overrides the
+    key file."""
+    config, dkim = _relay_config_and_dkim(args)
     key = Path(args.dkim_key) if args.dkim_key else dkim.key_file if dkim else None
     return config, key
 

@@ -3,14 +3,12 @@ default_transport over LMTP on 127.0.0.1:filtermail_lmtp_port_transport; stops o
 SIGTERM/SIGINT after the deliveries under way (up to a grace period)."""
 
 import argparse
-import asyncio
 import logging
-import signal
 import sys
 
 from chatmaild import daemon
 from chatmaild.config import load_config_or_exit
-from chatmaild.daemon import listen_error
+from chatmaild.daemon import listen_error, stop_event
 from chatmaild.metrics.exporter import start_exporter
 from chatmaild.metrics.transport import TransportMetrics
 
@@ -31,10 +29,7 @@ async def serve(config, backlog: int = 1024) -> None:
     except OSError as e:
         raise listen_error(f"{LISTEN_HOST}:{server.port}", e) from None
     exporter = await start_exporter(config.metrics_filtermail_transport, metrics.registry)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     log.info(
         "filtermail transport listening on %s:%d (LMTP): HTTPS /mxdeliv first, SMTP port 25"
         " after; SMTP-only memory %d s",

@@ -1,13 +1,12 @@
 """chatmail-turn serve CONFIG | chatmail-turn init-secret CONFIG [--owner USER]: wiring only."""
 
 import argparse
-import asyncio
 import logging
-import signal
 import sys
 
 from chatmaild import daemon
 from chatmaild.config import load_config_or_exit
+from chatmaild.daemon import stop_event
 from chatmaild.turn import secretdb
 from chatmaild.turn.server import CredentialServer
 
@@ -43,10 +42,7 @@ async def _serve(config):
         raise SystemExit(1) from None
     server = CredentialServer(config.turn_socket_path, secret)
     await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     try:
         await stop.wait()
     finally:

@@ -10,12 +10,11 @@ as another user, and the socket only offers what port 443 offers anyway.
 import asyncio
 import logging
 import os
-import signal
 
 from aiohttp import HttpVersion11, web, web_protocol
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ..daemon import listen_error, remove_stale_socket
+from ..daemon import listen_error, remove_stale_socket, stop_event
 
 log = logging.getLogger("chatmaild.web")
 
@@ -112,10 +111,7 @@ async def serve(app, listen):
 
 
 async def serve_until_signalled(app, listen):
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_event()
     server, http = await serve(app, listen)
     try:
         await stop.wait()
