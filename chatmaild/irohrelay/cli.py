@@ -1,12 +1,12 @@
 """`chatmail-iroh-relay CONFIG [--listen HOST:PORT]`: the iroh relay behind nginx."""
 
 import argparse
-import asyncio
 import logging
 import os
 import resource
 import sys
 
+from .. import acceptor
 from ..config import load_config_or_exit
 from ..daemon import listen_error, remove_stale_socket, run, stop_event
 from ..metrics.exporter import parse_listen_spec, start_exporter
@@ -29,19 +29,17 @@ def raise_fd_limit(wanted):
 
 
 async def listen(server, spec):
-    loop = asyncio.get_running_loop()
+    # our acceptor, not the loop's: it logs (rate-limited) when descriptors run out
     try:
         if spec.path is not None:
             remove_stale_socket(spec.path)
-            listener = await loop.create_unix_server(server.protocol, str(spec.path), backlog=1024)
+            sock = acceptor.unix_listener(spec.path, 1024)
             os.chmod(spec.path, 0o666)  # nginx's workers connect
         else:
-            listener = await loop.create_server(
-                server.protocol, spec.host, spec.port, backlog=1024, reuse_address=True
-            )
+            sock = acceptor.tcp_listener(spec.host, spec.port, 1024)
     except OSError as e:
         raise listen_error(spec.describe(), e) from None
-    return listener
+    return acceptor.start(sock, server.protocol, spec.describe())
 
 
 async def serve_until_signalled(config, spec, limits):

@@ -14,6 +14,7 @@ import os
 from aiohttp import HttpVersion11, web, web_protocol
 from aiohttp.http_exceptions import HttpProcessingError
 
+from .. import acceptor
 from ..daemon import listen_error, remove_stale_socket, stop_event
 
 log = logging.getLogger("chatmaild.web")
@@ -98,14 +99,14 @@ async def serve(app, listen):
             path = os.fspath(listen.path)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             remove_stale_socket(path)
-            server = await loop.create_unix_server(http, path=path, backlog=1024)
+            sock = acceptor.unix_listener(path, 1024)
             os.chmod(path, 0o666)
         else:
-            server = await loop.create_server(
-                http, listen.host, listen.port, backlog=1024, reuse_address=True
-            )
+            sock = acceptor.tcp_listener(listen.host, listen.port, 1024)
     except OSError as e:
         raise listen_error(where, e) from None
+    # our acceptor, not the loop's: it logs (rate-limited) when descriptors run out
+    server = acceptor.start(sock, http, where)
     log.info("listening on %s", where)
     return server, http
 

@@ -1,0 +1,106 @@
+"""A daemon at its descriptor limit (issue: fd starvation): the connections it cannot take are
+closed at once (not left hanging), one log line says so, and it serves again once descriptors
+free up. Each server runs in a child process whose RLIMIT_NOFILE is 60."""
+
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO_ROOT, daemon_env
+
+PRELUDE = """
+import asyncio, logging, resource, sys
+from chatmaild import daemon
+resource.setrlimit(resource.RLIMIT_NOFILE, (60, 60))
+logging.basicConfig(level=logging.INFO)
+"""
+
+SERVERS = {
+    # the dict protocol (doveauth, lastlogin, metadata)
+    "dict": """
+from chatmaild.dictproxy import serve_unix
+class Echo:
+    def lookup(self, key, user): return "v"
+async def main():
+    await serve_unix(sys.argv[1], Echo())
+""",
+    # chatmail-iroh-relay
+    "irohrelay": """
+from chatmaild.irohrelay.cli import listen
+from chatmaild.irohrelay.server import Limits, RelayServer
+from chatmaild.metrics.exporter import parse_listen_spec
+async def main():
+    await listen(RelayServer(Limits()), parse_listen_spec("unix:" + sys.argv[1]))
+""",
+    # chatmail-web
+    "web": """
+from chatmaild.metrics.exporter import parse_listen_spec
+from chatmaild.web.server import serve
+async def main():
+    await serve(None, parse_listen_spec("unix:" + sys.argv[1]))
+""",
+}
+RUN = """
+async def run():
+    await main()
+    print("ready", flush=True)
+    await asyncio.sleep(3600)
+daemon.run(run())
+"""
+# a request each server answers, and the start of its answer
+PROBES = {
+    "dict": (b"H3\t2\t0\t\tx\nLshared/k\t\n", b"Ov\n"),
+    "irohrelay": (b"GET /ping HTTP/1.1\r\nHost: r\r\n\r\n", b"HTTP/1.1 200"),
+    "web": (b"GET /nothing-here HTTP/1.1\r\nHost: r\r\n\r\n", b"HTTP/1.1 "),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SERVERS))
+def test_out_of_descriptors_is_logged_and_the_server_recovers(tmp_path, name):
+    path = tmp_path / "server.socket"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PRELUDE + SERVERS[name] + RUN, str(path)],
+        env=daemon_env(),
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    held = []
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        for _ in range(100):
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(5)
+            s.connect(str(path))
+            held.append(s)
+        time.sleep(0.5)
+        closed = 0
+        for s in held:
+            s.setblocking(False)
+            try:
+                if s.recv(1) == b"":
+                    closed += 1
+            except BlockingIOError:
+                pass
+        assert closed >= 30  # the server took some 50, the rest were closed at once
+        for s in held:
+            s.close()
+        held.clear()
+        time.sleep(0.3)
+        request, answer = PROBES[name]
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(str(path))
+            s.sendall(request)
+            assert s.recv(100).startswith(answer)
+    finally:
+        for s in held:
+            s.close()
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert err.count("out of file descriptors") == 1, err
+    assert "Too many open files" in err
