@@ -64,6 +64,16 @@ def ini_path(tmp_path):
     )
 
 
+@pytest.fixture
+async def sink():
+    """A started RecordingSink (tests/filtermail_server_helpers.py), stopped afterwards."""
+    from filtermail_server_helpers import RecordingSink
+
+    sink = await RecordingSink().start()
+    yield sink
+    await sink.stop()
+
+
 def write_self_signed_cert(path, dns_name, days):
     """A PEM certificate for `dns_name` valid from yesterday for `days` days (EC P-256)."""
     import datetime

@@ -54,6 +54,8 @@ class RecordingSink:
         return self
 
     async def stop(self):
+        """Stop listening and close every connection; a held delivery is released first."""
+        self.release.set()
         self.server.close()
         for proto in self.protocols:
             if proto.transport is not None:

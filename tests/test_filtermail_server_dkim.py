@@ -10,7 +10,7 @@ import time
 import pytest
 from dkim_samples import SELECTOR, ed25519_key, rsa_key, sign
 from filtermail_samples import armor, encrypt, encrypted_mail, plain_mail
-from filtermail_server_helpers import Client, Filter, RecordingSink, closed_port
+from filtermail_server_helpers import Client, Filter, closed_port
 from unbound_instance import Unbound, require_unbound, txt
 
 from chatmaild.filtermail.dkimcheck import MAX_TRIED
@@ -43,13 +43,6 @@ def unbound(tmp_path_factory):
     refused = (REFUSED_DOMAIN,)
     with Unbound(tmp_path_factory.mktemp("unbound"), zones, refused=refused) as server:
         yield server
-
-
-@pytest.fixture
-async def sink():
-    sink = await RecordingSink().start()
-    yield sink
-    await sink.stop()
 
 
 def dkim_filter(tmp_path, sink, nameserver, clock=time.monotonic, **params):

@@ -10,7 +10,7 @@ import socket
 import aiohttp
 import pytest
 from filtermail_samples import armor, encrypt, encrypted_mail, plain_mail
-from filtermail_server_helpers import Client, Filter, RecordingSink, closed_port
+from filtermail_server_helpers import Client, Filter, closed_port
 from multidict import CIMultiDict
 from prometheus_client import generate_latest
 
@@ -20,13 +20,6 @@ from chatmaild.filtermail.mxdeliv import request_headers, stuff_body
 SENDER = "alice@sender.example"
 LOCAL = "bob@chat.example"
 ENCRYPTION_NEEDED = "523 Encryption Needed: Invalid Unencrypted Mail"
-
-
-@pytest.fixture
-async def sink():
-    sink = await RecordingSink().start()
-    yield sink
-    await sink.stop()
 
 
 @pytest.fixture

@@ -5,18 +5,10 @@ import logging
 
 import pytest
 from filtermail_samples import SENDER, armor, encrypt, encrypted_mail, plain_mail
-from filtermail_server_helpers import Client, Filter, RecordingSink, closed_port
+from filtermail_server_helpers import Client, Filter, closed_port
 
 OUT_SENDER = SENDER  # alice@chat.example, the default write_ini domain
 LOCAL = "bob@chat.example"
-
-
-@pytest.fixture
-async def sink():
-    sink = await RecordingSink().start()
-    yield sink
-    sink.release.set()
-    await sink.stop()
 
 
 @pytest.fixture

@@ -6,18 +6,10 @@ import asyncio
 import pytest
 from aiosmtplib.errors import SMTPResponseException, SMTPServerDisconnected
 from filtermail_scripted_downstream import ScriptedDownstream
-from filtermail_server_helpers import RecordingSink, closed_port
+from filtermail_server_helpers import closed_port
 
 from chatmaild.smtp.proto import Transaction
 from chatmaild.smtp.reinject import Reinjector, ReplyQueueProtocol, dot_stuff, downstream_reply
-
-
-@pytest.fixture
-async def sink():
-    sink = await RecordingSink().start()
-    yield sink
-    sink.release.set()
-    await sink.stop()
 
 
 @pytest.fixture

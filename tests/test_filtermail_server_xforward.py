@@ -8,20 +8,13 @@ import socket
 
 import pytest
 from filtermail_samples import armor, encrypt, encrypted_mail
-from filtermail_server_helpers import Client, Filter, RecordingSink
+from filtermail_server_helpers import Client, Filter
 
 from chatmaild.filtermail.dkimkeys import KeyFetcher
 
 LOCAL = "bob@chat.example"
 DKIM_550 = (550, "5.7.1 No valid DKIM signature found")
 LINE = "Incoming: Filtering encrypted mail."
-
-
-@pytest.fixture
-async def sink():
-    sink = await RecordingSink().start()
-    yield sink
-    await sink.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ the counters moved by exactly the amounts the traffic implies."""
 import asyncio
 import subprocess
 
-import pytest
 from filtermail_samples import (
     RECIPIENT,
     SENDER,
@@ -14,7 +13,7 @@ from filtermail_samples import (
     plain_mail,
     securejoin_mail,
 )
-from filtermail_server_helpers import Client, RecordingSink, closed_port
+from filtermail_server_helpers import Client, closed_port
 
 from chatmaild.metrics.scrape import samples
 
@@ -43,13 +42,6 @@ def stop(proc):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-@pytest.fixture
-async def sink():
-    sink = await RecordingSink().start()
-    yield sink
-    await sink.stop()
 
 
 async def test_filtermail_outgoing_counters(tmp_path, sink):
