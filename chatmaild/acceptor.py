@@ -20,6 +20,8 @@ import resource
 import socket
 import time
 
+from .daemon import listen_error, remove_stale_socket
+
 log = logging.getLogger("chatmaild.acceptor")
 
 #: accepts per wake-up (one readable event), so one busy listener cannot starve the loop
@@ -209,3 +211,27 @@ def unix_listener(path, backlog):
 def start(sock, protocol_factory, what):
     """An `Acceptor` on `sock` in the running loop."""
     return Acceptor(asyncio.get_running_loop(), sock, protocol_factory, what)
+
+
+def listen(spec, protocol_factory, what, *, mode, backlog=1024):
+    """An `Acceptor` on `spec` (a metrics.exporter.ListenSpec): a unix socket replaces a stale
+    one and gets `mode`; a failure to listen is a StartupError naming `what`."""
+    try:
+        if spec.path is not None:
+            remove_stale_socket(spec.path)
+            sock = unix_listener(spec.path, backlog)
+            os.chmod(spec.path, mode)
+        else:
+            sock = tcp_listener(spec.host, spec.port, backlog)
+    except (OSError, ValueError) as e:
+        raise listen_error(what, e) from None
+    return start(sock, protocol_factory, what)
+
+
+async def close_http(listener, http, timeout):
+    """Stop an aiohttp `web.Server` that `listener` feeds (`start(sock, http, what)`): no new
+    connections, idle keep-alive ones close now, requests in progress get `timeout` s."""
+    listener.close()
+    await asyncio.sleep(0)  # connections accepted just now get their handler first
+    http.pre_shutdown()
+    await http.shutdown(timeout)

@@ -2,13 +2,12 @@
 
 import argparse
 import logging
-import os
 import resource
 import sys
 
 from .. import acceptor
 from ..config import load_config_or_exit
-from ..daemon import listen_error, remove_stale_socket, run, stop_event
+from ..daemon import run, stop_event
 from ..metrics.exporter import parse_listen_spec, start_exporter
 from ..metrics.irohrelay import registry_for
 from .server import Limits, RelayServer
@@ -29,17 +28,9 @@ def raise_fd_limit(wanted):
 
 
 async def listen(server, spec):
-    # our acceptor, not the loop's: it logs (rate-limited) when descriptors run out
-    try:
-        if spec.path is not None:
-            remove_stale_socket(spec.path)
-            sock = acceptor.unix_listener(spec.path, 1024)
-            os.chmod(spec.path, 0o666)  # nginx's workers connect
-        else:
-            sock = acceptor.tcp_listener(spec.host, spec.port, 1024)
-    except OSError as e:
-        raise listen_error(spec.describe(), e) from None
-    return acceptor.start(sock, server.protocol, spec.describe())
+    # our acceptor, not the loop's: it logs (rate-limited) when descriptors run out;
+    # a unix socket is 0666: nginx's workers connect
+    return acceptor.listen(spec, server.protocol, spec.describe(), mode=0o666)
 
 
 async def serve_until_signalled(config, spec, limits):

@@ -15,7 +15,7 @@ from aiohttp import HttpVersion11, web, web_protocol
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .. import acceptor
-from ..daemon import listen_error, remove_stale_socket, stop_event
+from ..daemon import listen_error, stop_event
 
 log = logging.getLogger("chatmaild.web")
 
@@ -94,19 +94,13 @@ async def serve(app, listen):
         logger=_OneLineErrors(log),
     )
     where = listen.describe()
-    try:
-        if listen.path is not None:
-            path = os.fspath(listen.path)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            remove_stale_socket(path)
-            sock = acceptor.unix_listener(path, 1024)
-            os.chmod(path, 0o666)
-        else:
-            sock = acceptor.tcp_listener(listen.host, listen.port, 1024)
-    except OSError as e:
-        raise listen_error(where, e) from None
+    if listen.path is not None:
+        try:
+            os.makedirs(os.path.dirname(listen.path), exist_ok=True)
+        except OSError as e:
+            raise listen_error(where, e) from None
     # our acceptor, not the loop's: it logs (rate-limited) when descriptors run out
-    server = acceptor.start(sock, http, where)
+    server = acceptor.listen(listen, http, where, mode=0o666)
     log.info("listening on %s", where)
     return server, http
 
@@ -118,9 +112,7 @@ async def serve_until_signalled(app, listen):
         await stop.wait()
         log.info("shutting down (%d accounts handed out)", app.handed_out)
     finally:
-        server.close()
-        http.pre_shutdown()  # idle keep-alive connections close now
-        await http.shutdown(SHUTDOWN_TIMEOUT)  # requests in progress finish
+        await acceptor.close_http(server, http, SHUTDOWN_TIMEOUT)
         if listen.path is not None:
             try:
                 os.unlink(listen.path)
