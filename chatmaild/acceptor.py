@@ -192,8 +192,10 @@ def _connection_started(task):
 
 
 def tcp_listener(host, port, backlog):
-    """A bound, listening TCP socket (SO_REUSEADDR, as asyncio's create_server)."""
-    return socket.create_server((host, port), backlog=backlog)
+    """A bound, listening TCP socket (SO_REUSEADDR, as asyncio's create_server); `host` is
+    an IPv4 or IPv6 address (`::1`, as a ListenSpec gives `[::1]:PORT`) or a name."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=backlog)
 
 
 def unix_listener(path, backlog):

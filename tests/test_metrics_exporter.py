@@ -119,6 +119,18 @@ async def test_serves_openmetrics_over_tcp():
         await server.wait_closed()
 
 
+async def test_serves_over_ipv6_loopback():
+    server = await start_exporter("[::1]:0", _registry())
+    try:
+        host, port = bound_address(server)
+        assert host == "::1"
+        got = await asyncio.to_thread(samples, (host, port))
+        assert got[("demo_things_total", (("kind", "a"),))] == 3.0
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_serves_openmetrics_over_unix_socket(tmp_path):
     path = tmp_path / "m.sock"
     path.touch()  # a stale non-socket file is refused, a stale socket is replaced

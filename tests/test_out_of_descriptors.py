@@ -35,6 +35,13 @@ from chatmaild.metrics.exporter import parse_listen_spec
 async def main():
     await listen(RelayServer(Limits()), parse_listen_spec("unix:" + sys.argv[1]))
 """,
+    # the Prometheus endpoint of every daemon
+    "metrics": """
+from prometheus_client import CollectorRegistry
+from chatmaild.metrics.exporter import start_exporter
+async def main():
+    await start_exporter("unix:" + sys.argv[1], CollectorRegistry())
+""",
     # chatmail-web
     "web": """
 from chatmaild.metrics.exporter import parse_listen_spec
@@ -54,6 +61,7 @@ daemon.run(run())
 PROBES = {
     "dict": (b"H3\t2\t0\t\tx\nLshared/k\t\n", b"Ov\n"),
     "irohrelay": (b"GET /ping HTTP/1.1\r\nHost: r\r\n\r\n", b"HTTP/1.1 200"),
+    "metrics": (b"GET /metrics HTTP/1.1\r\nHost: r\r\n\r\n", b"HTTP/1.1 200"),
     "web": (b"GET /nothing-here HTTP/1.1\r\nHost: r\r\n\r\n", b"HTTP/1.1 "),
 }
 

@@ -8,13 +8,12 @@ the connection. Parsing of the listen spec and of the request head is pure and t
 
 import asyncio
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client.exposition import choose_encoder
 
-from chatmaild.daemon import listen_error, remove_stale_socket
+from chatmaild import acceptor
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +162,7 @@ class MetricsProtocol(asyncio.Protocol):
         self._transport = None
 
 
-async def start_exporter(spec: str | ListenSpec | None, registry) -> asyncio.AbstractServer | None:
+async def start_exporter(spec: str | ListenSpec | None, registry) -> acceptor.Acceptor | None:
     """Serve `registry` at `spec` on the running loop; None when the spec is off.
 
     A unix socket path has a stale socket file replaced and gets mode 0660. The caller closes
@@ -173,25 +172,14 @@ async def start_exporter(spec: str | ListenSpec | None, registry) -> asyncio.Abs
         spec = parse_listen_spec(spec)
     if spec is None:
         return None
-    loop = asyncio.get_running_loop()
-
-    def factory():
-        return MetricsProtocol(registry)
-
-    try:
-        if spec.path is not None:
-            remove_stale_socket(spec.path)
-            server = await loop.create_unix_server(factory, path=str(spec.path))
-            os.chmod(spec.path, 0o660)
-        else:
-            server = await loop.create_server(factory, host=spec.host, port=spec.port)
-    except (OSError, ValueError) as e:
-        raise listen_error(f"{spec.describe()} (metrics)", e) from None
+    # our acceptor, not the loop's: it logs (rate-limited) when descriptors run out
+    what = f"{spec.describe()} (metrics)"
+    server = acceptor.listen(spec, lambda: MetricsProtocol(registry), what, mode=0o660)
     log.info("metrics endpoint on %s", spec.describe())
     return server
 
 
-def bound_address(server: asyncio.AbstractServer) -> tuple[str, int] | str:
+def bound_address(server: acceptor.Acceptor) -> tuple[str, int] | str:
     """The first listening address (host, port) or unix path; handy with port 0."""
     sock = server.sockets[0]
     name = sock.getsockname()
