@@ -42,6 +42,20 @@ from chatmaild.metrics.exporter import start_exporter
 async def main():
     await start_exporter("unix:" + sys.argv[1], CollectorRegistry())
 """,
+    # filtermail incoming's /mxdeliv listener (TCP only): main() returns its port
+    "mxdeliv": """
+from pathlib import Path
+from chatmaild.config import read_config
+from chatmaild.filtermail.app import build_http_server, build_server
+async def main():
+    ini = Path(sys.argv[1]).with_name("chatmail.ini")
+    ini.write_text("[params]\\nmail_domain = chat.example\\nfiltermail_dkim_check = false\\n")
+    config = read_config(ini)
+    server, _ = build_server(config, "incoming")
+    http = build_http_server(config, server, listen_port=0)
+    await http.start()
+    return http.port
+""",
     # chatmail-web
     "web": """
 from chatmaild.metrics.exporter import parse_listen_spec
@@ -52,8 +66,8 @@ async def main():
 }
 RUN = """
 async def run():
-    await main()
-    print("ready", flush=True)
+    port = await main()
+    print("ready", port or "", flush=True)
     await asyncio.sleep(3600)
 daemon.run(run())
 """
@@ -62,6 +76,7 @@ PROBES = {
     "dict": (b"H3\t2\t0\t\tx\nLshared/k\t\n", b"Ov\n"),
     "irohrelay": (b"GET /ping HTTP/1.1\r\nHost: r\r\n\r\n", b"HTTP/1.1 200"),
     "metrics": (b"GET /metrics HTTP/1.1\r\nHost: r\r\n\r\n", b"HTTP/1.1 200"),
+    "mxdeliv": (b"GET /mxdeliv HTTP/1.1\r\nHost: r\r\n\r\n", b"HTTP/1.1 405"),
     "web": (b"GET /nothing-here HTTP/1.1\r\nHost: r\r\n\r\n", b"HTTP/1.1 "),
 }
 
@@ -79,11 +94,15 @@ def test_out_of_descriptors_is_logged_and_the_server_recovers(tmp_path, name):
     )
     held = []
     try:
-        assert proc.stdout.readline().strip() == "ready"
+        ready, _, port = proc.stdout.readline().strip().partition(" ")
+        assert ready == "ready"
+        family, address = (
+            (socket.AF_INET, ("127.0.0.1", int(port))) if port else (socket.AF_UNIX, str(path))
+        )
         for _ in range(100):
-            s = socket.socket(socket.AF_UNIX)
+            s = socket.socket(family)
             s.settimeout(5)
-            s.connect(str(path))
+            s.connect(address)
             held.append(s)
         time.sleep(0.5)
         closed = 0
@@ -100,9 +119,9 @@ def test_out_of_descriptors_is_logged_and_the_server_recovers(tmp_path, name):
         held.clear()
         time.sleep(0.3)
         request, answer = PROBES[name]
-        with socket.socket(socket.AF_UNIX) as s:
+        with socket.socket(family) as s:
             s.settimeout(5)
-            s.connect(str(path))
+            s.connect(address)
             s.sendall(request)
             assert s.recv(100).startswith(answer)
     finally:

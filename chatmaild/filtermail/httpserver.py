@@ -21,6 +21,7 @@ import logging
 
 from aiohttp import web
 
+from chatmaild import acceptor
 from chatmaild.smtp.proto import Transaction
 from chatmaild.smtp.server import INTERNAL_ERROR
 
@@ -64,34 +65,32 @@ class MxdelivServer:
         self.read_timeout = read_timeout
         self.backlog = backlog
         self.active = 0
-        self._runner: web.ServerRunner | None = None
+        self._grace = 10.0
+        self._http: web.Server | None = None
+        self._listener: acceptor.Acceptor | None = None
         self.metrics.http_open_requests.set_function(lambda: self.active)
 
     async def start(self, grace: float = 10.0) -> None:
         """Bind and serve; `shutdown()` lets requests in progress finish for `grace` s."""
-        server = web.Server(
+        sock = acceptor.tcp_listener(self.host, self.port, self.backlog)
+        self.port = sock.getsockname()[1]
+        self._grace = grace
+        self._http = web.Server(
             self._handle,
             access_log=None,
             keepalive_timeout=KEEPALIVE_TIMEOUT,
             max_headers=mxdeliv.MAX_RECIPIENTS + 64,
             auto_decompress=False,
         )
-        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=grace)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, backlog=self.backlog)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = runner.addresses[0][1]
+        # our acceptor, not the loop's: it logs (rate-limited) when descriptors run out
+        where = f"{self.host}:{self.port} (/mxdeliv)"
+        self._listener = acceptor.start(sock, self._http, where)
 
     async def shutdown(self) -> None:
         """Stop listening; requests in progress get the `grace` given to `start()`."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await acceptor.close_http(listener, self._http, self._grace)
 
     # -- one request ------------------------------------------------------------------------
 
