@@ -226,3 +226,27 @@ async def test_refresh_asks_again_only_for_cached_answers_a_minute_old(unbound):
         }
         assert await fetcher.refresh_many([name]) == {}  # just fetched again
     assert old.count == 1
+
+
+def _nxdomain(authority=()):
+    import dns.message
+    import dns.rrset
+
+    name = f"gone._domainkey.{ZONE}"
+    response = dns.message.make_response(dns.message.make_query(name, "TXT"))
+    response.set_rcode(dns.rcode.NXDOMAIN)
+    for text in authority:
+        soa = dns.rrset.from_text(ZONE + ".", 3600, "IN", "SOA", text)
+        response.find_rrset(
+            response.authority, soa.name, soa.rdclass, soa.rdtype, create=True
+        ).update(soa)
+    qname = dns.name.from_text(name)
+    return dns.resolver.NXDOMAIN(qnames=[qname], responses={qname: response})
+
+
+def test_an_nxdomain_without_soa_is_not_cached():
+    from chatmaild.filtermail.dkimkeys import _negative_ttl
+
+    assert _negative_ttl(_nxdomain()) == 0
+    soa = f"ns.{ZONE}. hostmaster.{ZONE}. 1 3600 600 86400 45"
+    assert _negative_ttl(_nxdomain([soa])) == 45

@@ -167,9 +167,12 @@ class KeyFetcher:
 
 
 def _negative_ttl(error: dns.resolver.NXDOMAIN) -> float:
-    """The SOA negative-caching TTL of an NXDOMAIN answer, capped; 0 when unknown."""
+    """The SOA negative-caching TTL of an NXDOMAIN answer, capped; 0 when unknown: an answer
+    without an SOA is not cached (RFC 2308 §5; dnspython's minimum_ttl would be its maximum)."""
     try:
         response = next(iter(error.responses().values()))
+        if not any(rrset.rdtype == dns.rdatatype.SOA for rrset in response.authority):
+            return 0
         ttl = response.resolve_chaining().minimum_ttl
     except (StopIteration, dns.exception.DNSException, KeyError, AttributeError):
         return 0
