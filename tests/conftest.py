@@ -98,3 +98,30 @@ def write_self_signed_cert(path, dns_name, days):
         .sign(key, hashes.SHA256())
     )
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The deployment tests (tests/e2e_deploy) run last, and when other tests run before them
+    the cached container layers they need are built meanwhile, in the background at low
+    priority (on a fresh machine: minutes of debootstrap and apt, mostly waiting)."""
+    deploy = [item for item in items if "e2e_deploy" in Path(str(item.path)).parts]
+    if not deploy or len(deploy) == len(items):
+        return
+    others = [item for item in items if "e2e_deploy" not in Path(str(item.path)).parts]
+    items[:] = others + deploy
+    if os.geteuid() != 0 or not shutil.which("debootstrap"):
+        return  # the deployment fixture says what is missing
+    from e2e_deploy import prebuild
+
+    if prebuild.needed():
+        import subprocess
+
+        log = prebuild.container.CACHE / "prebuild.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            subprocess.Popen(
+                ["nice", "-n", "19", "ionice", "-c", "2", "-n", "7",
+                 sys.executable, "-m", "e2e_deploy.prebuild", str(log)],
+                cwd=Path(__file__).parent, start_new_session=True,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+            )  # fmt: skip

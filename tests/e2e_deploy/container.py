@@ -10,6 +10,8 @@ The host has no systemd as PID 1, so nspawn runs with --register=no --keep-unit 
 of its own (deploy-notes.md), and commands run inside with nsenter.
 """
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -95,6 +97,16 @@ def _nspawn_run(root, name, argv, log):
         cg.remove()
 
 
+@contextlib.contextmanager
+def build_lock():
+    """One builder of the cached layers at a time (the background prebuild, a test session,
+    a second session): the others wait here and then find the layer complete."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def base_dir():
     return CACHE / f"base-{_key(SUITE, MIRROR, BASE_INCLUDE, SOURCES, BASE_VERSION)}"
 
@@ -104,7 +116,13 @@ def ensure_base(log):
     final = base_dir()
     if (final / ".complete").exists():
         return final
-    CACHE.mkdir(parents=True, exist_ok=True)
+    with build_lock():
+        if not (final / ".complete").exists():
+            _build_base(final, log)
+    return final
+
+
+def _build_base(final, log):
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     debs = CACHE / "debootstrap-debs"
@@ -125,11 +143,8 @@ def ensure_base(log):
     # nothing in the base holds a console login
     (tmp / "etc/systemd/system/console-getty.service").symlink_to("/dev/null")
     (tmp / ".complete").write_text("")
-    try:
-        tmp.rename(final)
-    except OSError:  # another run built it meanwhile
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    shutil.rmtree(final, ignore_errors=True)  # a half-made one of an interrupted build
+    tmp.rename(final)
 
 
 def layer_dir(base, packages):
@@ -142,6 +157,13 @@ def ensure_layer(base, packages, log):
     final = layer_dir(base, packages)
     if (final / ".complete").exists():
         return final
+    with build_lock():
+        if not (final / ".complete").exists():
+            _build_layer(final, base, packages, log)
+    return final
+
+
+def _build_layer(final, base, packages, log):
     work = CACHE / f"{final.name}.build-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     upper, wdir, merged = work / "upper", work / "work", work / "merged"
@@ -163,12 +185,9 @@ def ensure_layer(base, packages, log):
     finally:
         _run(["umount", str(merged)], check=False)
     (upper / ".complete").write_text("")
-    try:
-        upper.rename(final)
-    except OSError:
-        pass
+    shutil.rmtree(final, ignore_errors=True)
+    upper.rename(final)
     shutil.rmtree(work, ignore_errors=True)
-    return final
 
 
 class Container:
@@ -199,6 +218,12 @@ class Container:
         net.write_text(
             f"[Match]\nName=host0\n\n[Network]\nAddress={self.ip}/30\n"
             f"Gateway={self.host_ip}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+        )
+        # the host name in /etc/hosts, as Debian's installer writes it (debootstrap does not):
+        # else every program that looks up its own name (Dovecot twice at each start) waits
+        # for unbound, which cannot reach the root servers here, until it times out
+        (self.root / "etc/hosts").write_text(
+            "127.0.0.1\tlocalhost\n127.0.1.1\trelay\n::1\t\tlocalhost ip6-localhost ip6-loopback\n"
         )
         # no resolver outside: the relay's unbound is the only one
         resolv = self.root / "etc/resolv.conf"

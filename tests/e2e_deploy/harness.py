@@ -97,11 +97,9 @@ class Deployment:
     # -- set-up ----------------------------------------------------------------------------
 
     def layers(self):
-        build_log = self.workdir / "build.log"
-        base = container.ensure_base(build_log)
-        if os.environ.get("CHATMAILD_DEPLOY_BARE"):
-            return [base]
-        return [container.ensure_layer(base, role_packages(), build_log), base]
+        from .prebuild import build
+
+        return build(self.workdir / "build.log")
 
     def up(self):
         t0 = time.monotonic()

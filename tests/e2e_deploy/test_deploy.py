@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,12 @@ def _connects(ip, port, timeout=3):
             return True
     except OSError:
         return False
+
+
+def _connecting(ip, ports):
+    """{port: connects?}, probed at once (a dropped port costs the whole timeout)."""
+    with ThreadPoolExecutor(len(ports)) as pool:
+        return dict(zip(ports, pool.map(lambda port: _connects(ip, port), ports), strict=True))
 
 
 def test_playbook_takes_a_bare_container_to_a_relay(deployment):
@@ -141,10 +148,9 @@ def test_the_served_certificate_is_pebbles(deployment, tmp_path):
 
 def test_firewall_lets_in_the_relay_ports_only(deployment):
     ip = deployment.ip
-    for port in OPEN_TCP:
-        assert _connects(ip, port), port
-    for port in LOOPBACK_ONLY:
-        assert not _connects(ip, port), port
+    answers = _connecting(ip, OPEN_TCP + LOOPBACK_ONLY)
+    assert [port for port in OPEN_TCP if not answers[port]] == []
+    assert [port for port in LOOPBACK_ONLY if answers[port]] == []
     # a listener on every address that the rules do not name is dropped, not just closed
     probe = deployment.container.run(
         ["systemd-run", "--unit=fw-probe", "--collect", "/usr/bin/python3", "-c",
@@ -347,43 +353,6 @@ def test_restart_brings_everything_back_and_delivers_queued_mail(deployment, acc
     assert ok.rc == 0, ok.output[-3000:]
 
 
-def test_upgrade_keeps_mailboxes_passwords_and_the_dkim_key(deployment, account, tmp_path):
-    addr, password = account
-    c = deployment.container
-    before = {
-        p: _sha(deployment, p)
-        for p in (f"{_mailbox(deployment, addr)}/password", "/etc/dkimkeys/opendkim.private")
-    }
-    cert = c.run(["readlink", f"/var/lib/acme/live/{deployment.domain}"]).stdout
-    postfix_pid = c.run(["systemctl", "show", "-P", "MainPID", "postfix@-"]).stdout
-    dovecot_pid = c.run(["systemctl", "show", "-P", "MainPID", "dovecot"]).stdout
-    doveauth_pid = c.run(["systemctl", "show", "-P", "MainPID", "doveauth"]).stdout
-    newer = deployment.newer_checkout(tmp_path / "checkout", "0.1.1")
-    up = deployment.play(checkout=newer)
-    assert up.rc == 0, up.output[-4000:]
-    venv = c.run(["readlink", "/usr/local/lib/chatmaild/venv"]).stdout
-    assert "/venvs/0.1.1-" in venv
-    version = c.run(
-        ["/usr/local/lib/chatmaild/venv/bin/python", "-c",
-         "import importlib.metadata as m; print(m.version('chatmaild'))"]
-    ).stdout.strip()  # fmt: skip
-    assert version == "0.1.1"
-    assert before == {p: _sha(deployment, p) for p in before}
-    assert cert == c.run(["readlink", f"/var/lib/acme/live/{deployment.domain}"]).stdout
-    # only our daemons restarted
-    assert postfix_pid == c.run(["systemctl", "show", "-P", "MainPID", "postfix@-"]).stdout
-    assert dovecot_pid == c.run(["systemctl", "show", "-P", "MainPID", "dovecot"]).stdout
-    assert doveauth_pid != c.run(["systemctl", "show", "-P", "MainPID", "doveauth"]).stdout
-    # the old password still logs in (the passdb is the mailbox's password file)
-    login = (
-        "import imaplib, ssl, sys\n"
-        "c = imaplib.IMAP4_SSL('127.0.0.1', 993, ssl_context=ssl._create_unverified_context())\n"
-        "c.login(sys.argv[1], sys.argv[2]); c.logout()\n"
-    )
-    c.run(["/usr/bin/python3", "-c", login, addr, password])
-    assert deployment.play("--tags", "verify", checkout=newer).rc == 0
-
-
 FAKE_MTAIL = """[Unit]
 Description=stand-in for upstream's mtail (cmdeploy)
 
@@ -395,13 +364,9 @@ WantedBy=multi-user.target
 """
 
 
-def test_migration_from_upstream_cmdeploy(deployment):
-    """A host as upstream's cmdeploy leaves it: a venv directory (not our symlink) with the
-    units of the same names pointing into it, mtail running, upstream's cron job. The
-    playbook switches it over; mailboxes and the DKIM key are kept."""
-    c = deployment.container
-    key = _sha(deployment, "/etc/dkimkeys/opendkim.private")
-    mailboxes = c.run(["ls", f"/home/vmail/mail/{deployment.domain}"]).stdout
+def _as_upstream_cmdeploy_left_it(c):
+    """The host as upstream's cmdeploy leaves it: a venv directory (not our symlink) with the
+    units of the same names pointing into it, mtail running, upstream's cron job."""
     target = c.run(["readlink", "-f", "/usr/local/lib/chatmaild/venv"]).stdout.strip()
     c.sh(
         "rm /usr/local/lib/chatmaild/venv"
@@ -411,16 +376,60 @@ def test_migration_from_upstream_cmdeploy(deployment):
     c.run(["tee", "/etc/systemd/system/mtail.service"], input=FAKE_MTAIL)
     c.run(["systemctl", "daemon-reload"])
     c.run(["systemctl", "enable", "--now", "mtail.service"])
+
+
+def test_upgrade_and_migration_keep_mailboxes_passwords_and_the_dkim_key(
+    deployment, account, tmp_path
+):
+    """One run that is both an upgrade (a newer package version) and a migration (from the
+    layout upstream's cmdeploy leaves): the venv is replaced, upstream's leftovers are
+    stopped, and only our daemons restart; mailboxes, passwords, the DKIM key and the
+    certificate stay."""
+    addr, password = account
+    c = deployment.container
+    before = {
+        p: _sha(deployment, p)
+        for p in (f"{_mailbox(deployment, addr)}/password", "/etc/dkimkeys/opendkim.private")
+    }
+    mailboxes = c.run(["ls", f"/home/vmail/mail/{deployment.domain}"]).stdout
+    cert = c.run(["readlink", f"/var/lib/acme/live/{deployment.domain}"]).stdout
+    postfix_pid = c.run(["systemctl", "show", "-P", "MainPID", "postfix@-"]).stdout
+    dovecot_pid = c.run(["systemctl", "show", "-P", "MainPID", "dovecot"]).stdout
+    doveauth_pid = c.run(["systemctl", "show", "-P", "MainPID", "doveauth"]).stdout
+    _as_upstream_cmdeploy_left_it(c)
+    newer = deployment.newer_checkout(tmp_path / "checkout", "0.1.1")
     try:
-        run = deployment.play()
-        assert run.rc == 0, run.output[-4000:]
+        up = deployment.play(checkout=newer)
+        assert up.rc == 0, up.output[-4000:]
+        # the upgrade: this version's venv behind the symlink
+        venv = c.run(["readlink", "/usr/local/lib/chatmaild/venv"]).stdout
+        assert "/venvs/0.1.1-" in venv
+        version = c.run(
+            ["/usr/local/lib/chatmaild/venv/bin/python", "-c",
+             "import importlib.metadata as m; print(m.version('chatmaild'))"]
+        ).stdout.strip()  # fmt: skip
+        assert version == "0.1.1"
+        # the migration: upstream's venv set aside, its mtail and cron job gone
+        c.run(["test", "-d", "/usr/local/lib/chatmaild/venv.cmdeploy"])
         assert c.run(["systemctl", "is-active", "mtail"], check=False).stdout.strip() != "active"
         assert c.run(["systemctl", "is-enabled", "mtail"], check=False).stdout.strip() != "enabled"
         assert c.run(["test", "-e", "/etc/cron.d/expunge"], check=False).returncode != 0
-        c.run(["test", "-d", "/usr/local/lib/chatmaild/venv.cmdeploy"])
-        assert "/venvs/" in c.run(["readlink", "/usr/local/lib/chatmaild/venv"]).stdout
-        assert key == _sha(deployment, "/etc/dkimkeys/opendkim.private")
+        # kept
+        assert before == {p: _sha(deployment, p) for p in before}
         assert mailboxes == c.run(["ls", f"/home/vmail/mail/{deployment.domain}"]).stdout
-        assert deployment.play("--tags", "verify").rc == 0
+        assert cert == c.run(["readlink", f"/var/lib/acme/live/{deployment.domain}"]).stdout
+        # only our daemons restarted
+        assert postfix_pid == c.run(["systemctl", "show", "-P", "MainPID", "postfix@-"]).stdout
+        assert dovecot_pid == c.run(["systemctl", "show", "-P", "MainPID", "dovecot"]).stdout
+        assert doveauth_pid != c.run(["systemctl", "show", "-P", "MainPID", "doveauth"]).stdout
+        # the old password still logs in (the passdb is the mailbox's password file)
+        login = (
+            "import imaplib, ssl, sys\n"
+            "c = imaplib.IMAP4_SSL('127.0.0.1', 993, "
+            "ssl_context=ssl._create_unverified_context())\n"
+            "c.login(sys.argv[1], sys.argv[2]); c.logout()\n"
+        )
+        c.run(["/usr/bin/python3", "-c", login, addr, password])
+        assert deployment.play("--tags", "verify", checkout=newer).rc == 0
     finally:
         c.sh("rm -f /etc/systemd/system/mtail.service; systemctl daemon-reload", check=False)

@@ -6,11 +6,13 @@ The digest covers what gets installed (the chatmaild wheel's RECORD, which lists
 of every file in it, the dependency wheels' names and constraints.txt), not the zip bytes,
 so rebuilding an unchanged checkout gives the same digest and the host keeps its venv. An
 unchanged source tree (package, pyproject.toml, constraints.txt) reuses the last wheelhouse
-without building.
+without building, and the dependency wheels are kept per set of requirements and constraints,
+so an upgrade that changes only chatmaild builds only its wheel (5 s instead of 13 s here).
 """
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +25,37 @@ def record_of(wheel):
     with zipfile.ZipFile(wheel) as z:
         name = next(n for n in z.namelist() if n.endswith(".dist-info/RECORD"))
         return z.read(name)
+
+
+def requirements_of(wheel):
+    """The wheel's runtime requirements (Requires-Dist without an extra marker)."""
+    with zipfile.ZipFile(wheel) as z:
+        name = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = z.read(name).decode()
+    reqs = (
+        line.partition(":")[2].strip()
+        for line in metadata.splitlines()
+        if line.startswith("Requires-Dist:")
+    )
+    return sorted(r for r in reqs if "extra ==" not in r)
+
+
+def dependency_wheels(pip, requirements, constraints, build):
+    """The wheels of `requirements` under `constraints`, built once per set of both."""
+    key = hashlib.sha256(
+        "\n".join(requirements).encode() + b"\0" + constraints.read_bytes()
+    ).hexdigest()[:16]
+    deps = build / f"deps-{key}"
+    if not (deps / ".complete").exists():
+        shutil.rmtree(deps, ignore_errors=True)
+        deps.mkdir(parents=True)
+        if requirements:
+            subprocess.run(
+                [*pip, "-w", str(deps), "-c", str(constraints), *requirements],
+                check=True, stdout=sys.stderr,
+            )  # fmt: skip
+        (deps / ".complete").write_text("")
+    return sorted(deps.glob("*.whl"))
 
 
 SOURCES = ("pyproject.toml", "constraints.txt", "README.md")
@@ -54,13 +87,14 @@ def main(checkout, build_dir):
     # setuptools builds in the checkout and never deletes from build/lib: a module that was
     # moved or removed would otherwise still be in the wheel
     shutil.rmtree(checkout / "build", ignore_errors=True)
+    pip = [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check",
-         "-w", str(house), "-c", str(constraints), str(checkout)],
-        check=True, stdout=sys.stderr,
-    )  # fmt: skip
-    shutil.copy(constraints, house / "constraints.txt")
+        [*pip, "--no-deps", "-w", str(house), str(checkout)], check=True, stdout=sys.stderr
+    )
     (ours,) = house.glob("chatmaild-*.whl")
+    for wheel in dependency_wheels(pip, requirements_of(ours), constraints, build):
+        os.link(wheel, house / wheel.name)
+    shutil.copy(constraints, house / "constraints.txt")
     h = hashlib.sha256(record_of(ours))
     for wheel in sorted(house.glob("*.whl")):
         if wheel != ours:
