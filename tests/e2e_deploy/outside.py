@@ -44,6 +44,10 @@ OUTSIDE_DOMAIN = "outside.test"
 LINK_IF = "outside0"
 DROPIN = "/etc/unbound/unbound.conf.d/zz-test-outside.conf"
 ROOT_ZONE_LINE = 'local-zone: "." static'
+# The SOA of outside.test in the container: negative TTL 0, so filtermail does not cache the
+# NXDOMAIN of the key record before it is published (with a usual negative TTL it would ask
+# again only after a failed verification, and only a minute later: dkimkeys.REFRESH_MIN_AGE).
+SOA = "ns.{d}. hostmaster.{d}. 1 3600 600 86400 0"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,9 +65,10 @@ class TrustingPeering(Peering):
 
 
 def unbound_dropin(zone):
-    """An unbound.conf drop-in that serves `zone` (static: other names NXDOMAIN) and
-    leaves the rest of the resolver as it is."""
+    """An unbound.conf drop-in that serves `zone` (static: other names NXDOMAIN, with the
+    SOA above) and leaves the rest of the resolver as it is."""
     lines = [line for line in local_data_lines([zone]) if line != ROOT_ZONE_LINE]
+    lines.insert(1, f"local-data: '{zone.domain}. 0 IN SOA {SOA.format(d=zone.domain)}'")
     return "server:\n" + "".join(f"    {line}\n" for line in lines)
 
 
@@ -195,12 +200,17 @@ class OutsideRelay:
         return "Mail queue is empty" in out.stdout
 
 
-def filtermail_incoming_counts(container, port=9602):
-    """{sample name with labels: value} of the container's filtermail incoming metrics
-    (its endpoint listens on 127.0.0.1 inside the container: the role's default port)."""
+def filtermail_incoming_counts(container, ini="/usr/local/lib/chatmaild/chatmail.ini"):
+    """{sample name with labels: value} of the container's filtermail incoming metrics, from
+    its endpoint (`metrics_filtermail_incoming` of the deployed chatmail.ini, an address
+    inside the container)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = container.run(["curl", "-sS", "--fail", f"http://127.0.0.1:{port}/metrics"]).stdout
+    text = container.run(["cat", ini]).stdout
+    m = re.search(r"(?m)^metrics_filtermail_incoming\s*=\s*(\S+:\d+)\s*$", text)
+    assert m, f"no metrics_filtermail_incoming in {ini}"
+    url = f"http://{m.group(1)}/metrics"
+    text = container.run(["curl", "-sS", "--fail", url]).stdout
     counts = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
