@@ -8,6 +8,7 @@ port 80), writes an inventory with the `community.docker.nsenter` connection and
 `ansible-playbook deploy/ansible/site.yml` against it.
 """
 
+import fcntl
 import json
 import os
 import re
@@ -31,6 +32,38 @@ COLLECTIONS = Path(sys.prefix) / "share" / "ansible" / "collections"
 DOMAIN = "relay.deploy.test"
 RECAP = re.compile(r"^\S+\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 PEBBLE_PORT, PEBBLE_MGMT, DNS_PORT, CHALL_MGMT = 14000, 15000, 8053, 8055
+# Sessions that run at the same time (several engineers, CI) each hold one index N, which
+# names the container's veth subnet 10.213.N.0/30: a lock file per index, held while the
+# session runs, and no host address in that subnet already (a session of older code).
+INDEX_LOCKS = Path("/run/chatmaild-deploy")
+INDEXES = range(100, 250)
+
+
+def _subnet_in_use(index):
+    out = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "to", f"10.213.{index}.0/30"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return bool(out.stdout.strip())
+
+
+def claim_index(start):
+    """(index, open lock file) of a container subnet no other session uses; the index is
+    ours until the file is closed (or the process ends)."""
+    INDEX_LOCKS.mkdir(parents=True, exist_ok=True)
+    for i in range(len(INDEXES)):
+        index = INDEXES[(start + i) % len(INDEXES)]
+        lock = open(INDEX_LOCKS / f"index-{index}.lock", "w")  # noqa: SIM115
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        if _subnet_in_use(index):
+            lock.close()
+            continue
+        return index, lock
+    raise RuntimeError(f"no free container index in {INDEXES} (see {INDEX_LOCKS})")
 
 
 def role_packages():
@@ -87,8 +120,8 @@ class Deployment:
     def __init__(self, workdir, log=print):
         self.workdir = Path(workdir)
         self.log = log
-        self.index = 100 + os.getpid() % 150
-        self.name = f"cmd{os.getpid() % 100000}"
+        self.index, self._index_lock = claim_index(os.getpid())
+        self.name = f"cmd{self.index}-{os.getpid() % 1000}"
         self.domain = DOMAIN
         self.procs = []
         self.container = None
@@ -275,3 +308,4 @@ class Deployment:
                     os.killpg(proc.pid, signal.SIGKILL)
         if self.container is not None:
             self.container.destroy()
+        self._index_lock.close()

@@ -9,15 +9,19 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
+import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from .harness import ROOT
-from conftest import require
+from .outside import OutsideRelay, filtermail_incoming_counts
+from conftest import require, require_tool
 
 OUR_ALWAYS_ON = ("doveauth", "filtermail", "filtermail-incoming", "lastlogin")
 SYSTEM = ("postfix", "dovecot", "opendkim", "nginx", "unbound", "rsyslog")
@@ -308,6 +312,105 @@ def account(deployment):
     )
     deployment.container.run(["/usr/bin/python3", "-c", login, addr, password])
     return addr, password
+
+
+@pytest.fixture
+def outside(deployment):
+    """A local relay for outside.test in a namespace of its own, linked to the container
+    (outside.py); down and removed afterwards (kept with CHATMAILD_DEPLOY_KEEP)."""
+    from e2e.conftest import relay_prerequisites
+
+    relay_prerequisites()
+    require_tool("unbound", "unbound-checkconf")
+    # not under the deployment's workdir (0700): vmail must reach the mailboxes
+    state = Path(tempfile.mkdtemp(prefix="chatmaild-outside-", dir="/tmp"))
+    relay = OutsideRelay(deployment, state, log=lambda msg: print(f"[outside] {msg}"))
+    t0 = time.monotonic()
+    relay.up()
+    print(f"[outside] up in {time.monotonic() - t0:.1f}s")
+    try:
+        yield relay
+    finally:
+        relay.down()
+        if not os.environ.get("CHATMAILD_DEPLOY_KEEP"):
+            shutil.rmtree(state, ignore_errors=True)
+
+
+def _messages_with(deployment, addr, marker):
+    from e2e.helpers import maildir_messages
+
+    mailbox = deployment.container.root / _mailbox(deployment, addr).lstrip("/")
+    needle = f"X-Test-Marker: {marker}".encode()
+    return [m for m in maildir_messages(mailbox) if needle in m]
+
+
+MESSAGES = "chatmail_filtermail_messages_total{mode=incoming,outcome=%s}"
+HTTP_200 = "chatmail_filtermail_http_requests_total{mode=incoming,status=200}"
+
+
+def test_mail_from_a_relay_outside_arrives_dkim_verified(deployment, account, outside):
+    """The outside relay's Postfix signs with OpenDKIM and its transport service delivers
+    over HTTPS /mxdeliv (certificate verified against pebble's root), SMTP after. While the
+    container's resolver knows outside.test without its DKIM key, the container refuses the
+    mail (550 5.7.1) and the outside relay bounces it; with the key published, the next
+    message arrives once, and its signature by d=outside.test verifies with that key."""
+    import dkim
+    from e2e.helpers import RelayClients, encrypted_message, wait_until, wire_form
+
+    rcpt, _ = account
+    c = deployment.container
+    clients = RelayClients(outside.relay)
+    sender, password = clients.new_account()
+
+    def send():
+        marker, message = encrypted_message(sender, [rcpt])
+        assert clients.submit(465, sender, password, sender, [rcpt], message) == {}
+        return marker
+
+    try:
+        # outside.test resolves in the container, but publishes no DKIM key
+        outside.publish(with_dkim=False)
+        before = filtermail_incoming_counts(c)
+        refused = send()
+        (line,) = wait_until(lambda: outside.transport_lines(sender), "the transport's attempt")
+        assert re.search(r": 550 5\.7\.1 ", line), line
+        statuses = wait_until(
+            lambda: outside.postfix_statuses(f"{refused}@relay.test"), "Postfix' verdict"
+        )
+        assert statuses == ["bounced"], statuses
+        failed = filtermail_incoming_counts(c)
+        assert failed[MESSAGES % "dkim_failed"] > before[MESSAGES % "dkim_failed"]
+        assert failed[MESSAGES % "encrypted"] == before[MESSAGES % "encrypted"]
+        journal = c.run(["journalctl", "-u", "filtermail-incoming", "-o", "cat", "--no-pager"])
+        assert f"DKIM failed for mail from <{sender}>" in journal.stdout
+        assert not _messages_with(deployment, rcpt, refused)
+
+        # the outside relay's key published: the same kind of mail is taken
+        outside.publish(with_dkim=True)
+        accepted = send()
+        (stored,) = wait_until(
+            lambda: _messages_with(deployment, rcpt, accepted), "delivery into the container"
+        )
+        lines = wait_until(
+            lambda: outside.transport_lines(sender)[1:], "the transport's second delivery"
+        )
+        assert " via=https " in lines[0] and ": 250 " in lines[0], lines
+        wait_until(outside.queue_is_empty, "the outside relay's queue to empty")
+        passed = filtermail_incoming_counts(c)
+        assert passed[MESSAGES % "encrypted"] == failed[MESSAGES % "encrypted"] + 1
+        assert passed[MESSAGES % "dkim_failed"] == failed[MESSAGES % "dkim_failed"]
+        assert passed[HTTP_200] == failed[HTTP_200] + 1
+    finally:
+        outside.unpublish()
+    assert len(_messages_with(deployment, rcpt, accepted)) == 1
+    assert not _messages_with(deployment, rcpt, refused)
+    # signed by the outside relay's OpenDKIM, verifiable with the record it publishes
+    message = wire_form(stored)
+    signature = dkim.DKIM(message)
+    record = outside.relay.dkim_record.encode()
+    name = f"opendkim._domainkey.{outside.domain}".encode()
+    assert signature.verify(dnsfunc=lambda q, timeout=5: record if q.rstrip(b".") == name else None)
+    assert signature.domain == outside.domain.encode()
 
 
 def test_restart_brings_everything_back_and_delivers_queued_mail(deployment, account):
