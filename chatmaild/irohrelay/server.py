@@ -454,10 +454,3 @@ class RelayConnection(asyncio.Protocol):
         self.pong_timer = None
         self.server.stats.pongs_missed += 1
         self.abort(f"no Pong within {self.server.limits.pong_timeout:g} s")
-
-
-async def serve(server: RelayServer, host: str, port: int, backlog: int = 1024):
-    loop = asyncio.get_running_loop()
-    return await loop.create_server(
-        server.protocol, host, port, backlog=backlog, reuse_address=True
-    )

@@ -7,11 +7,11 @@ learns nothing more from the socket.
 
 import asyncio
 import logging
-import os
 import time
 from pathlib import Path
 
-from chatmaild.daemon import listen_error, remove_stale_socket
+from chatmaild import acceptor
+from chatmaild.metrics.exporter import ListenSpec
 from chatmaild.turn.credentials import VALIDITY, credential_line
 
 log = logging.getLogger(__name__)
@@ -43,16 +43,15 @@ class CredentialServer:
         self.served = 0
 
     async def start(self):
-        """Listen; StartupError (one line) when the socket cannot be made."""
-        loop = asyncio.get_running_loop()
-        try:
-            remove_stale_socket(self.socket_path)  # left by an earlier run
-            self._server = await loop.create_unix_server(
-                lambda: _Answer(self), path=str(self.socket_path)
-            )
-        except OSError as e:
-            raise listen_error(self.socket_path, e) from None
-        os.chmod(self.socket_path, 0o666)
+        """Listen (through chatmaild.acceptor, as every listener of ours: a stale socket of an
+        earlier run is replaced, running out of descriptors is logged); StartupError (one
+        line) when the socket cannot be made."""
+        self._server = acceptor.listen(
+            ListenSpec(path=self.socket_path),
+            lambda: _Answer(self),
+            str(self.socket_path),
+            mode=0o666,
+        )
         log.info("chatmail-turn serving credentials on %s", self.socket_path)
 
     async def close(self):
