@@ -305,13 +305,17 @@ def test_post_new_hands_out_an_address_that_works(web_relay, limiter_refilled):
 def test_burst_from_one_address_is_limited_and_every_address_is_unique_and_works(
     web_relay, limiter_refilled
 ):
+    started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
         results = list(pool.map(lambda _: web_relay.web.new_account(), range(30)))
+    elapsed = time.monotonic() - started
     statuses = [status for status, _ in results]
     accounts = [doc for status, doc in results if status == 200]
     assert set(statuses) <= {200, 429, 503}, statuses
     assert 429 in statuses or 503 in statuses
-    assert 1 <= len(accounts) <= 10  # burst 5 plus what 2 r/s refills meanwhile
+    # nginx lets the first and a burst of 5 through, then 2 a second: a loaded machine that
+    # took longer over the 30 requests was let through more
+    assert 1 <= len(accounts) <= 6 + 2 * elapsed, (statuses, elapsed)
     addrs = [doc["email"] for doc in accounts]
     assert len(set(addrs)) == len(addrs)
     for doc in accounts:
@@ -324,8 +328,17 @@ def test_burst_from_one_address_is_limited_and_every_address_is_unique_and_works
 
 
 def test_the_new_limit_is_per_client_address(web_relay):
-    statuses = [web_relay.web.new_account(source="127.0.0.4")[0] for _ in range(12)]
-    assert statuses[:5] == [200] * 5 and 429 in statuses
+    # at once, so that nginx's refill of 2 a second cannot keep up even on a loaded machine
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        statuses = list(
+            pool.map(lambda _: web_relay.web.new_account(source="127.0.0.4")[0], range(12))
+        )
+    elapsed = time.monotonic() - started
+    assert set(statuses) <= {200, 429, 503} and 429 in statuses, statuses
+    # the burst of 5 got past nginx (503: chatmail-web itself was busy), and not many more
+    let_through = len(statuses) - statuses.count(429)
+    assert 5 <= let_through <= 6 + 2 * elapsed, (statuses, elapsed)
     # another client address has its own budget, even right after that burst
     assert web_relay.web.new_account(source="127.0.0.5")[0] == 200
 
