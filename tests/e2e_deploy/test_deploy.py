@@ -264,6 +264,11 @@ def test_deltachat_accounts_from_the_qr_exchange_padlocked_mail_over_443(deploym
         for _ in range(2):
             creds = _dcaccount_credentials(deployment, root)
             account = deltachat.add_account()
+            # Delta Chat reads the website's QR as an account QR of this relay; the POST it
+            # would make is curl's above (its own TLS trusts compiled-in roots only: a CA
+            # bundle mounted over the system's or SSL_CERT_FILE still gives UnknownIssuer)
+            qr = account.check_qr(f"dcaccount:https://{deployment.domain}/new")
+            assert qr["kind"] == "account" and qr["domain"] == deployment.domain, qr
             account.add_or_update_transport(
                 {
                     "addr": creds["email"],
