@@ -42,11 +42,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(403, "not a mirror this proxy serves")
             return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-        upstream = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=60)
+        target = url.path + (f"?{url.query}" if url.query else "")
         try:
-            upstream.request(self.command, url.path + (f"?{url.query}" if url.query else ""),
-                             headers=headers)  # fmt: skip
-            resp = upstream.getresponse()
+            resp = self._upstream_response((url.hostname, url.port or 80), target, headers)
             body_follows = self.command != "HEAD" and resp.status not in (204, 304)
             length = resp.getheader("Content-Length")
             data = None
@@ -66,11 +64,36 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     shutil.copyfileobj(resp, self.wfile, 1 << 16)
             self.server.count += 1
-        except OSError as e:
+        except (OSError, http.client.HTTPException) as e:
             self.server.errors.append(f"{self.path}: {e}")
             self.close_connection = True
-        finally:
-            upstream.close()
+            self._drop_upstream()
+
+    def _upstream_response(self, address, target, headers):
+        """The mirror's response, over one kept-alive connection per client connection
+        (a new one when the mirror closed the kept one meanwhile)."""
+        for attempt in (1, 2):
+            if getattr(self, "_upstream", None) is None or self._upstream_address != address:
+                self._drop_upstream()
+                self._upstream = http.client.HTTPConnection(*address, timeout=60)
+                self._upstream_address = address
+            try:
+                self._upstream.request(self.command, target, headers=headers)
+                return self._upstream.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionError):
+                self._drop_upstream()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _drop_upstream(self):
+        if getattr(self, "_upstream", None) is not None:
+            self._upstream.close()
+            self._upstream = None
+
+    def finish(self):
+        self._drop_upstream()
+        super().finish()
 
     def log_message(self, format, *args):
         pass  # the count and the errors are what the tests look at
