@@ -120,7 +120,7 @@ def pytest_collection_modifyitems(session, config, items):
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
             subprocess.Popen(
-                ["nice", "-n", "19", "ionice", "-c", "2", "-n", "7",
+                ["nice", "-n", "19", "ionice", "-c", "3",
                  sys.executable, "-m", "e2e_deploy.prebuild", str(log)],
                 cwd=Path(__file__).parent, start_new_session=True,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out,

@@ -21,6 +21,7 @@ import pytest
 
 from .harness import ROOT
 from .outside import OutsideRelay, filtermail_incoming_counts
+from .prebuild import packages_layer
 from conftest import require, require_tool
 
 OUR_ALWAYS_ON = ("doveauth", "filtermail", "filtermail-incoming", "lastlogin")
@@ -60,10 +61,22 @@ def _connecting(ip, ports):
         return dict(zip(ports, pool.map(lambda port: _connects(ip, port), ports), strict=True))
 
 
+def _task_result(output, task):
+    """`changed`, `ok`, `skipping`, ... of the task named `task` in a play's output."""
+    header = rf"^TASK \[[^\]]*{re.escape(task)}\][^\n]*\n"
+    m = re.search(header + r"(?:(?!TASK \[).*\n)*?(\w+): \[", output, re.M)
+    return m and m.group(1)
+
+
 def test_playbook_takes_a_bare_container_to_a_relay(deployment):
     first = deployment.first
     assert first.rc == 0 and first.failed == 0, first.output[-4000:]
     assert first.changed > 20
+    if not packages_layer():
+        # a bare Debian 12: the role's apt task installed every package, fetched through
+        # the host (harness.py's apt proxy)
+        assert _task_result(first.output, "Packages | install") == "changed"
+        assert deployment.apt_proxy.count > 0 and not deployment.apt_proxy.errors
     for unit in (*SYSTEM, *OUR_ALWAYS_ON, "chatmail-metadata", "chatmail-web"):
         assert _active(deployment, unit) == "active", unit
     for unit in MONITORING:
