@@ -176,8 +176,17 @@ def test_firewall_lets_in_the_relay_ports_only(deployment):
     )  # fmt: skip
     assert probe.returncode == 0
     try:
-        connect = "import socket; socket.create_connection(('127.0.0.1', 10999), 3)"
-        connect = "import socket; socket.create_connection(('127.0.0.1', 10999), 3)"
+        # systemd-run returns once the unit started, which may be before the probe listens:
+        # inside, connecting is retried for up to 10 s
+        connect = (
+            "import socket, time\n"
+            "for attempt in range(50):\n"
+            "    try:\n"
+            "        socket.create_connection(('127.0.0.1', 10999), 3); break\n"
+            "    except ConnectionRefusedError:\n"
+            "        if attempt == 49: raise\n"
+            "        time.sleep(0.2)\n"
+        )
         inside = deployment.container.run(["/usr/bin/python3", "-c", connect], check=False)
         assert inside.returncode == 0, inside.stderr
         assert not _connects(ip, 10999)
