@@ -37,6 +37,7 @@ import dictload
 from benchutil import proc_status_kb
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # chatmaild, for the hashing and the test accounts
 DOMAIN = "bench.example"
 HELLO = b"H3\t2\t0\t\tbench\n"
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -58,7 +59,6 @@ def run_hash_ceiling(count):
     §6 asks 1,500/s at 16 clients; a creation also writes three inodes and answers)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    sys.path.insert(0, str(REPO))
     from chatmaild.doveauth.hashing import hash_password
 
     cores = os.cpu_count() or 1
@@ -220,7 +220,6 @@ def run_idle(daemon, count):
 
 def make_users(mailboxes, count):
     """`count` existing accounts (one shared hash: lookups never verify it)."""
-    sys.path.insert(0, str(REPO))
     from chatmaild.doveauth.hashing import hash_password
 
     stored = hash_password("benchmark-password").encode()

@@ -102,12 +102,13 @@ def write_self_signed_cert(path, dns_name, days):
 
 def pytest_collection_modifyitems(session, config, items):
     """The deployment tests (tests/e2e_deploy) run last, and when other tests run before them
-    the cached container layers they need are built meanwhile, in the background at low
-    priority (on a fresh machine: minutes of debootstrap and apt, mostly waiting)."""
-    deploy = [item for item in items if "e2e_deploy" in Path(str(item.path)).parts]
-    if not deploy or len(deploy) == len(items):
+    the cached container base they boot from is built meanwhile, in the background at low
+    priority (on a fresh machine: a minute or two of debootstrap, mostly waiting)."""
+    deploy, others = [], []
+    for item in items:
+        (deploy if "e2e_deploy" in item.path.parts else others).append(item)
+    if not deploy or not others:
         return
-    others = [item for item in items if "e2e_deploy" not in Path(str(item.path)).parts]
     items[:] = others + deploy
     if os.geteuid() != 0 or not shutil.which("debootstrap"):
         return  # the deployment fixture says what is missing

@@ -29,6 +29,8 @@ HOP_BY_HOP = {
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: "AptProxy"
+    _upstream = None  # the kept connection to the mirror, and its (host, port)
+    _upstream_address = None
 
     def do_GET(self):
         self._forward()
@@ -71,23 +73,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _upstream_response(self, address, target, headers):
         """The mirror's response, over one kept-alive connection per client connection
-        (a new one when the mirror closed the kept one meanwhile)."""
-        for attempt in (1, 2):
-            if getattr(self, "_upstream", None) is None or self._upstream_address != address:
-                self._drop_upstream()
-                self._upstream = http.client.HTTPConnection(*address, timeout=60)
-                self._upstream_address = address
-            try:
-                self._upstream.request(self.command, target, headers=headers)
-                return self._upstream.getresponse()
-            except (http.client.RemoteDisconnected, ConnectionError):
-                self._drop_upstream()
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        (once more on a new one when the mirror closed the kept one meanwhile)."""
+        try:
+            return self._request(address, target, headers)
+        except (http.client.RemoteDisconnected, ConnectionError):
+            self._drop_upstream()
+            return self._request(address, target, headers)
+
+    def _request(self, address, target, headers):
+        if self._upstream is None or self._upstream_address != address:
+            self._drop_upstream()
+            self._upstream = http.client.HTTPConnection(*address, timeout=60)
+            self._upstream_address = address
+        self._upstream.request(self.command, target, headers=headers)
+        return self._upstream.getresponse()
 
     def _drop_upstream(self):
-        if getattr(self, "_upstream", None) is not None:
+        if self._upstream is not None:
             self._upstream.close()
             self._upstream = None
 
